@@ -1,0 +1,90 @@
+"""OS-level helpers on the backing directory: atomic writes, bounded reads, renameat2.
+
+Everything here takes backing paths that vaultfs built itself from encrypted names
+(base32 plus a suffix, never ``/`` or ``..``), so no path can escape the backing root;
+reads are bounded so that a hostile file cannot make vaultfs allocate without limit.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import ctypes.util
+import errno
+import os
+
+RENAME_NOREPLACE = 1
+RENAME_EXCHANGE = 2
+_AT_FDCWD = -100
+
+_libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+_renameat2 = getattr(_libc, "renameat2", None)
+
+
+def read_bounded(path: str, limit: int) -> bytes:
+    """Read a small file without following a symlink; EIO if it is larger than ``limit``."""
+    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    try:
+        data = os.read(fd, limit + 1)
+    finally:
+        os.close(fd)
+    if len(data) > limit:
+        raise OSError(errno.EIO, f"{path}: larger than {limit} bytes")
+    return data
+
+
+def write_new_file(path: str, data: bytes, mode: int = 0o600) -> None:
+    """Create ``path`` exclusively with ``data`` (O_EXCL: never overwrite anything)."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, mode)
+    try:
+        os.write(fd, data)
+    finally:
+        os.close(fd)
+
+
+def fsync_dir(path: str) -> None:
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def atomic_replace(path: str, data: bytes, mode: int = 0o600, backup: str | None = None) -> None:
+    """Replace ``path`` so that a crash leaves either the old or the new file, never a mix.
+
+    Temp file with O_EXCL, fsync, optional hard link of the old file as ``backup``,
+    rename over, fsync the directory (the gocryptfs configfile recipe).
+    """
+    directory = os.path.dirname(path) or "."
+    tmp = path + ".tmp"
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(tmp)  # a leftover of a crash: never the live file
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, mode)
+    try:
+        os.write(fd, data)
+        os.fchmod(fd, mode)
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    if backup is not None and os.path.lexists(path):
+        backup_tmp = backup + ".tmp"
+        if os.path.lexists(backup_tmp):
+            os.unlink(backup_tmp)
+        os.link(path, backup_tmp)
+        os.rename(backup_tmp, backup)
+    os.rename(tmp, path)
+    fsync_dir(directory)
+
+
+def rename2(old: str, new: str, flags: int) -> None:
+    """rename(2) with RENAME_NOREPLACE / RENAME_EXCHANGE, which os.rename cannot express."""
+    if flags == 0:
+        os.rename(old, new)
+        return
+    if _renameat2 is None:
+        raise OSError(errno.ENOSYS, "renameat2 is not available")
+    result = _renameat2(_AT_FDCWD, os.fsencode(old), _AT_FDCWD, os.fsencode(new), ctypes.c_uint(flags))
+    if result != 0:
+        err = ctypes.get_errno()
+        raise OSError(err, os.strerror(err), old)

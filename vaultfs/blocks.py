@@ -1,0 +1,80 @@
+"""Pure plaintext <-> ciphertext offset and size arithmetic of format v1 (no I/O, no crypto).
+
+A file is a 40-byte header followed by blocks; each stored block is
+nonce(12) ‖ ciphertext(≤ block_size) ‖ tag(16), and every file has at least one
+block (the last one, possibly empty).  See docs/format.md "File contents".
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+HEADER_SIZE = 40
+BLOCK_OVERHEAD = 28  # 12-byte nonce + 16-byte GCM tag
+DEFAULT_BLOCK_SIZE = 4096
+
+
+def block_count(plain_size: int, block_size: int = DEFAULT_BLOCK_SIZE) -> int:
+    """Number of stored blocks for a plaintext size: an empty file still has one (empty) block."""
+    return max(1, -(-plain_size // block_size))
+
+
+def cipher_size(plain_size: int, block_size: int = DEFAULT_BLOCK_SIZE) -> int:
+    """Backing file size of a plaintext size: 40 + P + 28 * max(1, ceil(P / B))."""
+    if plain_size < 0:
+        raise ValueError("negative size")
+    return HEADER_SIZE + plain_size + BLOCK_OVERHEAD * block_count(plain_size, block_size)
+
+
+def plain_size(cipher_size_: int, block_size: int = DEFAULT_BLOCK_SIZE) -> int | None:
+    """Plaintext size of a backing file size, or None when no plaintext size maps to it.
+
+    Any size that ``cipher_size`` cannot produce means the file was truncated or padded.
+    """
+    body = cipher_size_ - HEADER_SIZE
+    if body < BLOCK_OVERHEAD:
+        return None
+    stored_block = block_size + BLOCK_OVERHEAD
+    blocks = -(-body // stored_block)
+    size = body - BLOCK_OVERHEAD * blocks
+    if size < 0 or block_count(size, block_size) != blocks:
+        return None
+    return size
+
+
+def block_offset(index: int, block_size: int = DEFAULT_BLOCK_SIZE) -> int:
+    """Offset in the backing file where stored block ``index`` starts."""
+    return HEADER_SIZE + index * (block_size + BLOCK_OVERHEAD)
+
+
+def block_plain_length(index: int, plain_size_: int, block_size: int = DEFAULT_BLOCK_SIZE) -> int:
+    """Plaintext length of block ``index`` in a file of ``plain_size_`` bytes (0 past the end)."""
+    start = index * block_size
+    return max(0, min(block_size, plain_size_ - start))
+
+
+@dataclass(frozen=True)
+class BlockSlice:
+    """The part of one block that a plaintext range touches."""
+
+    index: int  # block number
+    skip: int  # bytes of the block before the range
+    length: int  # bytes of the block inside the range
+
+
+def explode_range(offset: int, length: int, block_size: int = DEFAULT_BLOCK_SIZE) -> list[BlockSlice]:
+    """Split the plaintext range [offset, offset + length) into per-block slices."""
+    slices: list[BlockSlice] = []
+    end = offset + length
+    pos = offset
+    while pos < end:
+        index, skip = divmod(pos, block_size)
+        take = min(block_size - skip, end - pos)
+        slices.append(BlockSlice(index, skip, take))
+        pos += take
+    return slices
+
+
+def block_aad(header: bytes, index: int, is_last: bool) -> bytes:
+    """AAD of a block: header ‖ u64 big-endian block index ‖ is_last byte."""
+    return header + index.to_bytes(8, "big") + (b"\x01" if is_last else b"\x00")

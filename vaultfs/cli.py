@@ -1,0 +1,240 @@
+"""The ``vaultfs`` command: argparse verbs, one error handler, documented exit codes.
+
+Each verb is a function ``cmd_<verb>(args) -> int``.  Errors are raised as
+``errors.VaultError`` subclasses and turned into one line on stderr plus the class's
+exit code in ``main`` (the list is in docs/cli.md and the README).
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import re
+import sys
+from collections.abc import Sequence
+
+from vaultfs import __version__, keyfile, recovery
+from vaultfs.errors import UsageError, VaultError, VaultIOError
+from vaultfs.keyfile import KDF_FLOOR, TEST_KDF, KdfParams
+from vaultfs.keys import VaultKeys
+from vaultfs.passwords import read_password, read_secret
+
+WEAK_KDF_ENV = "VAULTFS_TESTONLY_WEAK_KDF"
+_DURATION = re.compile(r"^(\d+(?:\.\d+)?)([smhd]?)$")
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse with one-line errors and the usage exit code of errors.UsageError."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        self.exit(UsageError.exit_code, f"{self.prog}: {message} (see {self.prog} --help)\n")
+
+
+def parse_duration(text: str) -> float:
+    """'90' or '90s', '15m', '2h', '1d' -> seconds."""
+    match = _DURATION.match(text.strip())
+    if not match or float(match.group(1)) <= 0:
+        raise argparse.ArgumentTypeError(f"invalid duration {text!r} (examples: 90s, 15m, 2h)")
+    return float(match.group(1)) * {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}[match.group(2)]
+
+
+def _positive_int(text: str) -> int:
+    if not text.isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+    return int(text)
+
+
+def kdf_from_args(args: argparse.Namespace) -> KdfParams:
+    """KDF parameters from the flags, or calibrated to ~1 s; below the floor only for tests."""
+    weak_allowed = os.environ.get(WEAK_KDF_ENV) == "1"
+    given = (args.kdf_memory_kib, args.kdf_time, args.kdf_parallelism)
+    if all(value is None for value in given):
+        if weak_allowed:
+            return TEST_KDF
+        print("vaultfs: calibrating the password hash to about 1 s on this machine...", file=sys.stderr)
+        return keyfile.calibrate_kdf()
+    params = KdfParams(
+        memory_kib=args.kdf_memory_kib or KDF_FLOOR.memory_kib,
+        time_cost=args.kdf_time or KDF_FLOOR.time_cost,
+        parallelism=args.kdf_parallelism or KDF_FLOOR.parallelism,
+    )
+    if params.below_floor() and not weak_allowed:
+        raise UsageError(f"KDF parameters below the floor (memory {KDF_FLOOR.memory_kib} KiB, "
+                         f"time {KDF_FLOOR.time_cost}, parallelism {KDF_FLOOR.parallelism})")
+    try:
+        params.check_bounds()
+    except VaultError as exc:
+        raise UsageError(exc.detail) from None
+    return params
+
+
+# ---------------------------------------------------------------- verbs
+
+def cmd_init(args: argparse.Namespace) -> int:
+    from vaultfs.vault import init_vault
+
+    backing_dir = os.path.abspath(args.backing)
+    if os.path.exists(backing_dir) and not os.path.isdir(backing_dir):
+        raise UsageError(f"{backing_dir} exists and is not a directory")
+    if os.path.isdir(backing_dir) and os.listdir(backing_dir):
+        from vaultfs.errors import AlreadyExists
+
+        what = "already holds a vault" if os.path.exists(keyfile.config_path(backing_dir)) else "is not empty"
+        raise AlreadyExists(f"{backing_dir} {what}")
+    password = read_password(args.passfile, "New password: ", confirm=True)
+    kdf = kdf_from_args(args)
+    key = init_vault(backing_dir, password, kdf)
+    print(f"Created a vault in {backing_dir}.\n")
+    print("Recovery key (write it down and keep it somewhere safe, away from this computer):\n")
+    print(f"    {key}\n")
+    print("Nobody can recover your files without this key or your password: not vaultfs, not your\n"
+          "cloud provider. It is shown only this once.")
+    return 0
+
+
+def cmd_info(args: argparse.Namespace) -> int:
+    backing_dir = os.path.abspath(args.backing)
+    config = keyfile.load_config(backing_dir)
+    print(f"vault:         {backing_dir}")
+    print(f"format:        vaultfs version {config.version}")
+    print(f"cipher suite:  {config.cipher_suite}")
+    print(f"block size:    {config.block_size} bytes")
+    print(f"names:         {config.name_encoding}")
+    print(f"key slots:     {len(config.slots)}")
+    for slot in config.slots:
+        kdf = slot.kdf
+        print(f"  slot {slot.slot_id}: password, argon2id memory {kdf.memory_kib // 1024} MiB "
+              f"({kdf.memory_kib} KiB), time cost {kdf.time_cost}, parallelism {kdf.parallelism}")
+    print("(the config MAC is verified when the vault is unlocked)")
+    return 0
+
+
+def cmd_passwd(args: argparse.Namespace) -> int:
+    backing_dir = os.path.abspath(args.backing)
+    keyfile.load_config(backing_dir)  # a missing vault is reported before any prompt
+    old = read_password(args.passfile, "Current password: ")
+    keys, _ = keyfile.unlock(backing_dir, old)
+    new = read_password(args.new_passfile, "New password: ", confirm=True)
+    keyfile.write_config(backing_dir, keyfile.new_config(keys, new, kdf_from_args(args)))
+    print(f"Password changed for {backing_dir}. No file was re-encrypted.")
+    return 0
+
+
+def cmd_recover(args: argparse.Namespace) -> int:
+    backing_dir = os.path.abspath(args.backing)
+    keyfile.check_backing_dir(backing_dir)
+    if not args.rebuild_config:
+        keyfile.load_config(backing_dir)
+    typed = read_secret(args.recovery_key_file, "Recovery key: ", "recovery key")
+    keys = VaultKeys.derive(recovery.decode(typed))
+    new = read_password(args.new_passfile, "New password: ", confirm=True)
+    keyfile.recover(backing_dir, keys, new, kdf_from_args(args), rebuild=args.rebuild_config)
+    action = "Rebuilt vaultfs.conf and set" if args.rebuild_config else "Set"
+    print(f"{action} a new password for {backing_dir}.")
+    return 0
+
+
+def cmd_mount(args: argparse.Namespace) -> int:
+    from vaultfs import mount
+
+    return mount.cmd_mount(args)
+
+
+def cmd_lock(args: argparse.Namespace) -> int:
+    from vaultfs import mount
+
+    return mount.cmd_lock(args)
+
+
+# ---------------------------------------------------------------- parser
+
+def _add_kdf_flags(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("password hashing (default: calibrated to about 1 s)")
+    group.add_argument("--kdf-memory-kib", type=_positive_int, metavar="KIB", help="argon2id memory in KiB")
+    group.add_argument("--kdf-time", type=_positive_int, metavar="N", help="argon2id passes")
+    group.add_argument("--kdf-parallelism", type=_positive_int, metavar="N", help="argon2id lanes")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="vaultfs", description="Encrypted filesystem for chat backups bound for the cloud.")
+    parser.add_argument("--version", action="version", version=f"vaultfs {__version__}")
+    sub = parser.add_subparsers(dest="verb", metavar="VERB", parser_class=_Parser)
+    sub.required = True
+    passfile_help = "read the password from FILE (first line), or from stdin with -"
+
+    p = sub.add_parser("init", help="create a new vault in an empty directory",
+                       description="Create a vault in BACKING (new or empty) and print its recovery key once.")
+    p.add_argument("backing", metavar="BACKING")
+    p.add_argument("--passfile", metavar="FILE|-", help=passfile_help)
+    _add_kdf_flags(p)
+    p.set_defaults(func=cmd_init)
+
+    p = sub.add_parser("info", help="show the vault's format and key-slot parameters (no password)",
+                       description="Show format, cipher suite, block size and KDF parameters. No secrets.")
+    p.add_argument("backing", metavar="BACKING")
+    p.set_defaults(func=cmd_info)
+
+    p = sub.add_parser("passwd", help="change the password (no file is re-encrypted)",
+                       description="Change the password: the master key is re-wrapped, files stay as they are.")
+    p.add_argument("backing", metavar="BACKING")
+    p.add_argument("--passfile", metavar="FILE|-", help="current password: " + passfile_help)
+    p.add_argument("--new-passfile", metavar="FILE|-",
+                   help="new password from FILE, or the next line of stdin with -")
+    _add_kdf_flags(p)
+    p.set_defaults(func=cmd_passwd)
+
+    p = sub.add_parser("recover", help="set a new password with the recovery key",
+                       description="Set a new password with the recovery key printed at init; "
+                                   "--rebuild-config writes a new vaultfs.conf when it was lost or damaged.")
+    p.add_argument("backing", metavar="BACKING")
+    p.add_argument("--recovery-key-file", metavar="FILE|-", help="read the recovery key from FILE or stdin (-)")
+    p.add_argument("--new-passfile", metavar="FILE|-",
+                   help="new password from FILE, or the next line of stdin with -")
+    p.add_argument("--rebuild-config", action="store_true", help="write vaultfs.conf anew from the recovery key")
+    _add_kdf_flags(p)
+    p.set_defaults(func=cmd_recover)
+
+    p = sub.add_parser("mount", help="unlock the vault and mount its plaintext view",
+                       description="Ask for the password, mount BACKING at MOUNTPOINT and return once it answers.")
+    p.add_argument("backing", metavar="BACKING")
+    p.add_argument("mountpoint", metavar="MOUNTPOINT")
+    p.add_argument("--passfile", metavar="FILE|-", help=passfile_help)
+    p.add_argument("-f", "--foreground", action="store_true", help="stay attached; logs go to stderr")
+    p.add_argument("--idle", type=parse_duration, metavar="DURATION",
+                   help="lock by itself after no access for DURATION (e.g. 15m)")
+    p.add_argument("--read-only", action="store_true", help="mount read-only")
+    p.add_argument("--allow-other", action="store_true",
+                   help="let other users access the mount (enables default_permissions)")
+    p.add_argument("-o", dest="fuse_options", action="append", default=[], metavar="OPTIONS",
+                   help="extra FUSE mount options, comma-separated (repeatable)")
+    p.add_argument("--log", metavar="FILE", help="log to FILE instead of syslog when in the background")
+    p.set_defaults(func=cmd_mount)
+
+    for verb in ("lock", "unmount"):
+        p = sub.add_parser(verb, help="flush, unmount and lock" + (" (alias of lock)" if verb == "unmount" else ""),
+                           description="Flush, unmount, wait for the daemon to exit and lock the mountpoint.")
+        p.add_argument("mountpoint", metavar="MOUNTPOINT")
+        p.set_defaults(func=cmd_lock)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    logging.basicConfig(level=logging.WARNING, format="vaultfs: %(message)s")
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except VaultError as exc:
+        print(f"vaultfs: {exc.message}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print("vaultfs: interrupted", file=sys.stderr)
+        return 130
+    except OSError as exc:
+        error = VaultIOError(f"{exc.filename + ': ' if exc.filename else ''}{exc.strerror or exc}")
+        print(f"vaultfs: {error.message}", file=sys.stderr)
+        return error.exit_code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,186 @@
+"""One encrypted file: its header and random-access block encryption (docs/format.md section 8).
+
+``EncryptedFile`` turns plaintext reads, writes and truncates at any offset into whole-
+block ciphertext I/O on one backing fd: one pread per request (plus at most two for
+partial head and tail blocks of a write), one pwrite per request.  It is not thread-safe
+on its own; ``openfiles.OpenFile`` serialises access with one lock per backing inode.
+Memory is bounded by the request size, never by the file size.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+from collections.abc import Callable
+
+from vaultfs import blocks, crypto
+from vaultfs.errors import IntegrityError
+from vaultfs.keys import FILE_ID_SIZE
+
+MAGIC = b"VFS1"
+SUITE_AES_GCM = 1
+ZERO_FILL_CHUNK = 1 << 20
+
+
+def build_header(file_id: bytes, block_size: int = blocks.DEFAULT_BLOCK_SIZE) -> bytes:
+    return MAGIC + bytes([SUITE_AES_GCM, block_size.bit_length() - 1, 0, 0]) + file_id
+
+
+def parse_header(header: bytes, block_size: int) -> bytes:
+    """Return the file ID of a header, or raise ValueError naming what is wrong."""
+    if len(header) != blocks.HEADER_SIZE:
+        raise ValueError("short header")
+    if header[:4] != MAGIC:
+        raise ValueError("bad magic")
+    if header[4] != SUITE_AES_GCM:
+        raise ValueError(f"unknown suite {header[4]}")
+    if header[5] != block_size.bit_length() - 1:
+        raise ValueError("block size differs from the config")
+    if header[6:8] != b"\0\0":
+        raise ValueError("reserved header bytes are not zero")
+    return header[8:]
+
+
+class EncryptedFile:
+    """Plaintext view of one backing file through an open fd.
+
+    ``key_for`` maps a file ID to its per-file key (the vault caches derivations).
+    ``label`` names the file in errors and logs (a plaintext path where known).
+    """
+
+    def __init__(self, fd: int, key_for: Callable[[bytes], bytes], label: str,
+                 block_size: int = blocks.DEFAULT_BLOCK_SIZE) -> None:
+        self.fd = fd
+        self.label = label
+        self._key_for = key_for
+        self._bs = block_size
+        self._stored = block_size + blocks.BLOCK_OVERHEAD
+        header = os.pread(fd, blocks.HEADER_SIZE, 0)
+        try:
+            file_id = parse_header(header, block_size)
+        except ValueError as exc:
+            raise IntegrityError(f"{label}: header: {exc}") from None
+        size = blocks.plain_size(os.fstat(fd).st_size, block_size)
+        if size is None:
+            raise IntegrityError(f"{label}: backing size fits no plaintext size (truncated?)")
+        self._set_header(header, file_id)
+        self.size = size
+
+    @classmethod
+    def initialize(cls, fd: int, key_for: Callable[[bytes], bytes], label: str,
+                   block_size: int = blocks.DEFAULT_BLOCK_SIZE) -> EncryptedFile:
+        """Write a fresh empty file (header + one empty last block) into ``fd`` and open it."""
+        cls._write_empty(fd, key_for, block_size)
+        return cls(fd, key_for, label, block_size)
+
+    @staticmethod
+    def _write_empty(fd: int, key_for: Callable[[bytes], bytes], block_size: int) -> None:
+        file_id = crypto.random_bytes(FILE_ID_SIZE)
+        header = build_header(file_id, block_size)
+        block = crypto.Gcm(key_for(file_id)).seal(b"", blocks.block_aad(header, 0, True))
+        os.pwrite(fd, header + block, 0)
+        os.ftruncate(fd, blocks.HEADER_SIZE + len(block))
+
+    def _set_header(self, header: bytes, file_id: bytes) -> None:
+        self._header = header
+        self._gcm = crypto.Gcm(self._key_for(file_id))
+
+    # ------------------------------------------------------------ block primitives
+
+    def _last_index(self, size: int) -> int:
+        return blocks.block_count(size, self._bs) - 1
+
+    def _seal(self, index: int, plaintext: bytes, is_last: bool) -> bytes:
+        return self._gcm.seal(plaintext, blocks.block_aad(self._header, index, is_last))
+
+    def _open_block(self, index: int, stored: bytes, expected_len: int, is_last: bool) -> bytes:
+        if len(stored) != expected_len + blocks.BLOCK_OVERHEAD:
+            raise IntegrityError(f"{self.label}: block {index} is truncated")
+        try:
+            return self._gcm.open(stored, blocks.block_aad(self._header, index, is_last))
+        except crypto.AuthenticationFailed:
+            raise IntegrityError(f"{self.label}: block {index} failed authentication") from None
+
+    def _read_blocks(self, first: int, last: int) -> list[bytes]:
+        """Decrypt blocks first..last (inclusive) of the current file with a single pread."""
+        stored = os.pread(self.fd, (last - first + 1) * self._stored, blocks.block_offset(first, self._bs))
+        final = self._last_index(self.size)
+        out = []
+        for n, index in enumerate(range(first, last + 1)):
+            chunk = stored[n * self._stored : (n + 1) * self._stored]
+            length = blocks.block_plain_length(index, self.size, self._bs)
+            out.append(self._open_block(index, chunk, length, index == final))
+        return out
+
+    # ------------------------------------------------------------ plaintext API
+
+    def read(self, offset: int, size: int) -> bytes:
+        if offset < 0 or size < 0:
+            raise OSError(errno.EINVAL, "negative offset or size")
+        end = min(self.size, offset + size)
+        if offset >= end:
+            return b""
+        first, last = offset // self._bs, (end - 1) // self._bs
+        data = b"".join(self._read_blocks(first, last))
+        skip = offset - first * self._bs
+        return data[skip : skip + end - offset]
+
+    def write(self, offset: int, data: bytes) -> int:
+        if offset < 0:
+            raise OSError(errno.EINVAL, "negative offset")
+        if not data:
+            return 0
+        while self.size < offset:  # no holes: fill the gap with encrypted zeros, in bounded chunks
+            self._write_range(self.size, bytes(min(ZERO_FILL_CHUNK, offset - self.size)))
+        self._write_range(offset, bytes(data))
+        return len(data)
+
+    def _write_range(self, offset: int, data: bytes) -> None:
+        """Write data at offset <= size: read-modify-write of partial edge blocks, one pwrite."""
+        old_size, bs = self.size, self._bs
+        new_size = max(old_size, offset + len(data))
+        old_last, new_last = self._last_index(old_size), self._last_index(new_size)
+        first, last = offset // bs, (offset + len(data) - 1) // bs
+        if new_last != old_last and first > old_last:
+            # Re-mark the old last block as not last before anything is appended after it.
+            (plain,) = self._read_blocks(old_last, old_last)
+            os.pwrite(self.fd, self._seal(old_last, plain, False), blocks.block_offset(old_last, bs))
+        sealed = []
+        pos = 0
+        for index in range(first, last + 1):
+            block_start = index * bs
+            skip = max(0, offset - block_start)
+            take = min(bs - skip, len(data) - pos)
+            piece = data[pos : pos + take]
+            pos += take
+            old_len = blocks.block_plain_length(index, old_size, bs)
+            new_len = blocks.block_plain_length(index, new_size, bs)
+            if skip == 0 and take >= old_len:
+                plain = piece  # the block is entirely replaced: nothing to read
+            else:
+                (old,) = self._read_blocks(index, index) if old_len else (b"",)
+                plain = old[:skip] + piece + old[skip + take :]
+            assert len(plain) == new_len
+            sealed.append(self._seal(index, plain, index == new_last))
+        os.pwrite(self.fd, b"".join(sealed), blocks.block_offset(first, bs))
+        self.size = new_size
+
+    def truncate(self, new_size: int) -> None:
+        if new_size < 0:
+            raise OSError(errno.EINVAL, "negative size")
+        if new_size == 0:
+            # A new file ID and key: old blocks can never be replayed into the new content.
+            self._write_empty(self.fd, self._key_for, self._bs)
+            header = os.pread(self.fd, blocks.HEADER_SIZE, 0)
+            self._set_header(header, header[8:])
+            self.size = 0
+        elif new_size > self.size:
+            while self.size < new_size:
+                self._write_range(self.size, bytes(min(ZERO_FILL_CHUNK, new_size - self.size)))
+        elif new_size < self.size:
+            index = self._last_index(new_size)
+            (plain,) = self._read_blocks(index, index)
+            keep = blocks.block_plain_length(index, new_size, self._bs)
+            os.pwrite(self.fd, self._seal(index, plain[:keep], True), blocks.block_offset(index, self._bs))
+            os.ftruncate(self.fd, blocks.cipher_size(new_size, self._bs))
+            self.size = new_size

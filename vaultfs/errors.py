@@ -1,0 +1,112 @@
+"""Error classes of vaultfs: each carries its one-line message and its exit code.
+
+The CLI has exactly one ``except VaultError`` (in ``cli.main``) that prints
+``vaultfs: <message>`` and exits with ``exit_code``; docs/cli.md and the README
+list the same numbers.  Filesystem-level failures inside an unlocked vault are
+plain ``OSError`` with an errno (see ``IntegrityError``), because that is what the
+FUSE layer and Python callers expect.
+"""
+
+from __future__ import annotations
+
+import errno
+
+
+class VaultError(Exception):
+    """vaultfs failed."""
+
+    exit_code = 1
+
+    def __init__(self, detail: str | None = None) -> None:
+        self.detail = detail
+        super().__init__(self.message)
+
+    @property
+    def message(self) -> str:
+        text = (self.__doc__ or "").strip().splitlines()[0]
+        return f"{text}: {self.detail}" if self.detail else text
+
+
+class UsageError(VaultError):
+    """invalid usage"""
+
+    exit_code = 2
+
+
+class WrongPassword(VaultError):
+    """wrong password (or the key slot in vaultfs.conf was altered)"""
+
+    exit_code = 3
+
+
+class WrongRecoveryKey(VaultError):
+    """this recovery key does not open this vault"""
+
+    exit_code = 3
+
+
+class MistypedRecoveryKey(VaultError):
+    """the recovery key is mistyped (its checksum does not match); check each group"""
+
+    exit_code = 4
+
+
+class NotAVault(VaultError):
+    """not a vaultfs vault"""
+
+    exit_code = 5
+
+
+class ConfigDamaged(VaultError):
+    """vaultfs.conf is damaged or was tampered with"""
+
+    exit_code = 6
+
+
+class UnsupportedFormat(VaultError):
+    """unsupported vault format"""
+
+    exit_code = 7
+
+
+class VaultIOError(VaultError):
+    """I/O error"""
+
+    exit_code = 8
+
+
+class AlreadyExists(VaultError):
+    """refusing to overwrite"""
+
+    exit_code = 9
+
+
+class MountError(VaultError):
+    """cannot mount"""
+
+    exit_code = 10
+
+
+class FuseUnavailable(VaultError):
+    """FUSE is not available (install the fuse3 package and make sure /dev/fuse exists)"""
+
+    exit_code = 11
+
+
+class Interrupted(VaultError):
+    """interrupted"""
+
+    exit_code = 130
+
+
+class IntegrityError(OSError):
+    """Ciphertext failed authentication: surfaced as EIO, never as wrong plaintext."""
+
+    def __init__(self, what: str) -> None:
+        super().__init__(errno.EIO, f"authentication failed: {what}")
+
+
+class LockError(VaultError):
+    """cannot lock"""
+
+    exit_code = 12

@@ -1,0 +1,70 @@
+"""A handle on an open plaintext file: what ``open`` returns, as an fd is to open(2).
+
+All handles of one file share its ``OpenFile``; every operation takes that file's lock,
+so a partial-block read-modify-write is never interleaved with another handle's.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+
+from vaultfs.openfiles import OpenFile, OpenFileTable
+
+
+class FileHandle:
+    def __init__(self, table: OpenFileTable, opened: OpenFile, flags: int, label: str) -> None:
+        self._table = table
+        self._file = opened
+        self.flags = flags
+        self.label = label
+        self.writable = flags & os.O_ACCMODE != os.O_RDONLY
+        self.append = bool(flags & os.O_APPEND)
+        self._closed = False
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise OSError(errno.EBADF, "handle is closed")
+
+    def read(self, offset: int, size: int) -> bytes:
+        # Reads are allowed on write-only handles: the kernel's page cache reads through them.
+        self._check_open()
+        with self._file.lock:
+            return self._file.content.read(offset, size)
+
+    def write(self, offset: int, data: bytes) -> int:
+        self._check_open()
+        if not self.writable:
+            raise OSError(errno.EBADF, "handle is not open for writing")
+        with self._file.lock:
+            content = self._file.content
+            return content.write(content.size if self.append else offset, data)
+
+    def truncate(self, size: int) -> None:
+        self._check_open()
+        with self._file.lock:
+            self._file.content.truncate(size)
+
+    @property
+    def size(self) -> int:
+        return self._file.content.size
+
+    def fsync(self, datasync: bool = False) -> None:
+        self._check_open()
+        (os.fdatasync if datasync else os.fsync)(self._file.fd)
+
+    def flush(self) -> None:
+        """Nothing is buffered above the backing file: writes reach it synchronously."""
+        self._check_open()
+
+    def getattr(self):  # -> vault.Attr (imported lazily: vault imports this module)
+        from vaultfs.vault import Attr
+
+        self._check_open()
+        with self._file.lock:
+            return Attr.from_stat(os.fstat(self._file.fd), self._file.content.size)
+
+    def close(self) -> None:
+        if not self._closed:
+            self._closed = True
+            self._table.release(self._file)

@@ -1,0 +1,504 @@
+"""An unlocked vault as a Python API: every operation a filesystem needs, without FUSE.
+
+Plaintext paths are absolute strings ("/" is the root).  Every failure is an
+``OSError`` with the errno that rename(2), open(2) and friends would give; anything
+that fails authentication is ``IntegrityError`` (EIO).  ``fs.py`` is a thin adapter
+over this class; ``export``, ``import`` and the tests use it directly.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import logging
+import os
+import stat
+import threading
+from collections import OrderedDict
+from dataclasses import dataclass
+
+from vaultfs import backing, blocks, keyfile
+from vaultfs.dirids import DIRID_NAME, DirIds
+from vaultfs.errors import IntegrityError
+from vaultfs.filehandle import FileHandle
+from vaultfs.keyfile import Config, KdfParams
+from vaultfs.keys import VaultKeys, new_master_key
+from vaultfs.names import (
+    LONG_SUFFIX,
+    MAX_SIDECAR_BYTES,
+    SHORT_SUFFIX,
+    BackingName,
+    NameCipher,
+    is_reserved,
+)
+from vaultfs.openfiles import OpenFileTable
+from vaultfs.recovery import encode as encode_recovery_key
+
+log = logging.getLogger("vaultfs")
+
+_DIR_CACHE_SIZE = 4096
+_FILE_KEY_CACHE_SIZE = 1024
+
+
+@dataclass
+class Attr:
+    """lstat-like attributes of a plaintext entry; st_size is the plaintext size."""
+
+    st_mode: int
+    st_ino: int
+    st_nlink: int
+    st_uid: int
+    st_gid: int
+    st_size: int
+    st_atime_ns: int
+    st_mtime_ns: int
+    st_ctime_ns: int
+    st_blocks: int
+    st_blksize: int
+
+    @classmethod
+    def from_stat(cls, st: os.stat_result, size: int) -> Attr:
+        return cls(st.st_mode, st.st_ino, st.st_nlink, st.st_uid, st.st_gid, size, st.st_atime_ns,
+                   st.st_mtime_ns, st.st_ctime_ns, (size + 511) // 512, 4096)
+
+
+@dataclass(frozen=True)
+class Dir:
+    """A resolved plaintext directory: its backing path and its directory ID."""
+
+    backing: str
+    dir_id: bytes
+
+
+@dataclass(frozen=True)
+class Entry:
+    """A resolved (possibly not existing) plaintext entry."""
+
+    parent: Dir
+    name: str
+    backing_name: BackingName
+
+    @property
+    def path(self) -> str:
+        return os.path.join(self.parent.backing, self.backing_name.entry)
+
+    @property
+    def sidecar_path(self) -> str | None:
+        sidecar = self.backing_name.sidecar
+        return None if sidecar is None else os.path.join(self.parent.backing, sidecar)
+
+
+def split_path(path: str) -> list[str]:
+    if not path.startswith("/"):
+        raise OSError(errno.EINVAL, f"not an absolute vault path: {path!r}")
+    return [part for part in path.split("/") if part]
+
+
+def init_vault(backing_dir: str, password: str, kdf: KdfParams | None = None) -> str:
+    """Create a vault in an empty (or new) directory; return the recovery key (shown once)."""
+    backing_dir = os.path.abspath(backing_dir)
+    if os.path.exists(os.path.join(backing_dir, keyfile.CONFIG_NAME)):
+        from vaultfs.errors import AlreadyExists
+
+        raise AlreadyExists(f"{backing_dir} already holds a vault")
+    os.makedirs(backing_dir, exist_ok=True)
+    if os.listdir(backing_dir):
+        from vaultfs.errors import AlreadyExists
+
+        raise AlreadyExists(f"{backing_dir} is not empty")
+    keys = VaultKeys.derive(new_master_key())
+    DirIds(keys).create(backing_dir, keys.root_dir_id)
+    keyfile.write_config(backing_dir, keyfile.new_config(keys, password, kdf or keyfile.calibrate_kdf()))
+    return encode_recovery_key(keys.master_key)
+
+
+class Vault:
+    def __init__(self, backing_dir: str, keys: VaultKeys, config: Config, read_only: bool = False) -> None:
+        self.backing = os.path.abspath(backing_dir)
+        self.read_only = read_only
+        self.keys = keys
+        self.block_size = config.block_size
+        self.names = NameCipher(keys.name_key)
+        self.dirids = DirIds(keys)
+        self._file_keys: OrderedDict[bytes, bytes] = OrderedDict()
+        self.open_files = OpenFileTable(self._file_key, self.block_size)
+        self._ns_lock = threading.RLock()  # makes check-then-act metadata operations atomic
+        self._dir_cache: OrderedDict[str, Dir] = OrderedDict()
+        self._reported: set[str] = set()
+        root_id = self.dirids.read(self.backing, "/")
+        if root_id != keys.root_dir_id:
+            raise IntegrityError("/: the root directory ID does not belong to this vault")
+        self._root = Dir(self.backing, root_id)
+
+    @classmethod
+    def unlock(cls, backing_dir: str, password: str, read_only: bool = False) -> Vault:
+        keys, config = keyfile.unlock(backing_dir, password)
+        return cls(backing_dir, keys, config, read_only)
+
+    @classmethod
+    def unlock_with_master_key(cls, backing_dir: str, master_key: bytes, read_only: bool = False) -> Vault:
+        config = keyfile.load_config(backing_dir)
+        keys = VaultKeys.derive(master_key)
+        config.verify(keys)
+        return cls(backing_dir, keys, config, read_only)
+
+    def close(self) -> None:
+        self.open_files.close_all()
+
+    # ------------------------------------------------------------ internals
+
+    def _file_key(self, file_id: bytes) -> bytes:
+        key = self._file_keys.get(file_id)
+        if key is None:
+            key = self.keys.file_key(file_id)
+            self._file_keys[file_id] = key
+            if len(self._file_keys) > _FILE_KEY_CACHE_SIZE:
+                self._file_keys.popitem(last=False)
+        return key
+
+    def _writable(self) -> None:
+        if self.read_only:
+            raise OSError(errno.EROFS, "the vault is mounted read-only")
+
+    def _report_once(self, backing_path: str, why: str) -> None:
+        if backing_path not in self._reported:
+            self._reported.add(backing_path)
+            log.warning("hidden invalid entry %s: %s", backing_path, why)
+
+    def _dir(self, path: str) -> Dir:
+        parts = split_path(path)
+        key = "/" + "/".join(parts)
+        cached = self._dir_cache.get(key)
+        if cached is not None:
+            return cached
+        current = self._root
+        for depth, part in enumerate(parts):
+            entry = Entry(current, part, self.names.encrypt(part, current.dir_id))
+            try:
+                st = os.lstat(entry.path)
+            except FileNotFoundError:
+                raise OSError(errno.ENOENT, os.strerror(errno.ENOENT), path) from None
+            if not stat.S_ISDIR(st.st_mode):
+                raise OSError(errno.ENOTDIR, os.strerror(errno.ENOTDIR), path)
+            label = "/" + "/".join(parts[: depth + 1])
+            current = Dir(entry.path, self.dirids.read(entry.path, label))
+        self._dir_cache[key] = current
+        if len(self._dir_cache) > _DIR_CACHE_SIZE:
+            self._dir_cache.popitem(last=False)
+        return current
+
+    def _forget_dirs(self) -> None:
+        self._dir_cache.clear()
+
+    def _entry(self, path: str) -> Entry:
+        parts = split_path(path)
+        if not parts:
+            raise OSError(errno.EBUSY, "operation not allowed on the vault root")
+        parent = self._dir("/" + "/".join(parts[:-1]))
+        return Entry(parent, parts[-1], self.names.encrypt(parts[-1], parent.dir_id))
+
+    def _lstat(self, entry: Entry) -> os.stat_result:
+        try:
+            return os.lstat(entry.path)
+        except FileNotFoundError:
+            raise OSError(errno.ENOENT, os.strerror(errno.ENOENT)) from None
+
+    def _exists(self, entry: Entry) -> bool:
+        return os.path.lexists(entry.path)
+
+    def _attr(self, st: os.stat_result, backing_path: str) -> Attr:
+        if stat.S_ISREG(st.st_mode):
+            size = blocks.plain_size(st.st_size, self.block_size)
+            if size is None:
+                self._report_once(backing_path, "size fits no plaintext size (truncated file)")
+                size = 0
+        elif stat.S_ISLNK(st.st_mode):
+            target = self.names.decrypt_symlink(os.readlink(backing_path))
+            size = 0 if target is None else len(target.encode("utf-8", "surrogateescape"))
+        else:
+            size = st.st_size
+        return Attr.from_stat(st, size)
+
+    def _write_sidecar(self, entry: Entry) -> None:
+        sidecar = entry.sidecar_path
+        if sidecar is None:
+            return
+        data = entry.backing_name.encoded.encode("ascii")
+        try:
+            backing.write_new_file(sidecar, data, 0o644)
+        except FileExistsError:
+            if backing.read_bounded(sidecar, MAX_SIDECAR_BYTES) != data:
+                backing.atomic_replace(sidecar, data, 0o644)
+
+    def _remove_sidecar(self, entry: Entry) -> None:
+        if entry.sidecar_path is not None:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(entry.sidecar_path)
+
+    def _decode_entry(self, directory: Dir, backing_entry: str) -> str | None:
+        """Plaintext name of one backing entry, or None (hidden) for reserved, sidecar and invalid ones."""
+        if is_reserved(backing_entry) or backing_entry.endswith(".vfn"):
+            return None
+        path = os.path.join(directory.backing, backing_entry)
+        if backing_entry.endswith(SHORT_SUFFIX):
+            name = self.names.decrypt_encoded(backing_entry[: -len(SHORT_SUFFIX)], directory.dir_id)
+        elif backing_entry.endswith(LONG_SUFFIX):
+            digest = backing_entry[: -len(LONG_SUFFIX)]
+            try:
+                encoded = backing.read_bounded(os.path.join(directory.backing, digest + ".vfn"), MAX_SIDECAR_BYTES)
+                text = encoded.decode("ascii")
+            except (OSError, UnicodeDecodeError) as exc:
+                self._report_once(path, f"long-name sidecar unreadable ({exc})")
+                return None
+            name = self.names.decrypt_encoded(text, directory.dir_id) if self.names.sidecar_matches(
+                digest, text) else None
+        else:
+            name = None
+        if name is None:
+            self._report_once(path, "name does not decrypt in this directory")
+        return name
+
+    # ------------------------------------------------------------ queries
+
+    def getattr(self, path: str) -> Attr:
+        if not split_path(path):
+            return self._attr(os.lstat(self.backing), self.backing)
+        entry = self._entry(path)
+        return self._attr(self._lstat(entry), entry.path)
+
+    def listdir(self, path: str) -> list[tuple[str, Attr]]:
+        directory = self._dir(path)
+        result = []
+        with os.scandir(directory.backing) as entries:
+            for item in entries:
+                name = self._decode_entry(directory, item.name)
+                if name is None:
+                    continue
+                try:
+                    result.append((name, self._attr(item.stat(follow_symlinks=False), item.path)))
+                except FileNotFoundError:
+                    continue  # removed while listing
+        return result
+
+    def readlink(self, path: str) -> str:
+        entry = self._entry(path)
+        try:
+            encoded = os.readlink(entry.path)
+        except FileNotFoundError:
+            raise OSError(errno.ENOENT, os.strerror(errno.ENOENT), path) from None
+        target = self.names.decrypt_symlink(encoded)
+        if target is None:
+            raise IntegrityError(f"{path}: symlink target")
+        return target
+
+    def statfs(self) -> dict[str, int]:
+        st = os.statvfs(self.backing)
+        return {
+            "f_bsize": st.f_bsize, "f_frsize": st.f_frsize, "f_blocks": st.f_blocks, "f_bfree": st.f_bfree,
+            "f_bavail": st.f_bavail, "f_files": st.f_files, "f_ffree": st.f_ffree, "f_favail": st.f_favail,
+            "f_namemax": 255,
+        }
+
+    # ------------------------------------------------------------ files
+
+    def create(self, path: str, mode: int, flags: int = os.O_RDWR) -> FileHandle:
+        self._writable()
+        with self._ns_lock:
+            entry = self._entry(path)
+            if self._exists(entry):
+                if flags & os.O_EXCL:
+                    raise OSError(errno.EEXIST, os.strerror(errno.EEXIST), path)
+                return self.open(path, flags & ~os.O_CREAT)
+            self._write_sidecar(entry)
+            fd = os.open(entry.path, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC,
+                         mode & 0o7777)
+            try:
+                opened = self.open_files.acquire(entry.path, path, True, new_file=True, fd=fd)
+            except BaseException:
+                os.unlink(entry.path)
+                self._remove_sidecar(entry)
+                raise
+        return FileHandle(self.open_files, opened, flags & ~(os.O_TRUNC | os.O_CREAT | os.O_EXCL), path)
+
+    def open(self, path: str, flags: int) -> FileHandle:
+        accmode = flags & os.O_ACCMODE
+        if accmode != os.O_RDONLY or flags & os.O_TRUNC:
+            self._writable()
+        if flags & os.O_CREAT:
+            return self.create(path, 0o666, flags)
+        entry = self._entry(path)
+        st = self._lstat(entry)
+        if stat.S_ISDIR(st.st_mode):
+            raise OSError(errno.EISDIR, os.strerror(errno.EISDIR), path)
+        if not stat.S_ISREG(st.st_mode):
+            raise OSError(errno.ELOOP if stat.S_ISLNK(st.st_mode) else errno.ENXIO, "not a regular file", path)
+        opened = self.open_files.acquire(entry.path, path, accmode != os.O_RDONLY)
+        handle = FileHandle(self.open_files, opened, flags, path)
+        if flags & os.O_TRUNC and accmode != os.O_RDONLY:
+            try:
+                handle.truncate(0)
+            except BaseException:
+                handle.close()
+                raise
+        return handle
+
+    def truncate(self, path: str, size: int) -> None:
+        handle = self.open(path, os.O_WRONLY)
+        try:
+            handle.truncate(size)
+        finally:
+            handle.close()
+
+    def mknod(self, path: str, mode: int, dev: int = 0) -> None:
+        self._writable()
+        kind = stat.S_IFMT(mode)
+        if kind in (0, stat.S_IFREG):
+            self.create(path, mode, os.O_WRONLY | os.O_EXCL).close()
+            return
+        if kind not in (stat.S_IFIFO, stat.S_IFSOCK):
+            raise OSError(errno.EPERM, "device nodes are not supported", path)
+        with self._ns_lock:
+            entry = self._entry(path)
+            if self._exists(entry):
+                raise OSError(errno.EEXIST, os.strerror(errno.EEXIST), path)
+            self._write_sidecar(entry)
+            os.mknod(entry.path, mode)
+
+    # ------------------------------------------------------------ namespace
+
+    def mkdir(self, path: str, mode: int) -> None:
+        self._writable()
+        with self._ns_lock:
+            entry = self._entry(path)
+            if self._exists(entry):
+                raise OSError(errno.EEXIST, os.strerror(errno.EEXIST), path)
+            self._write_sidecar(entry)
+            os.mkdir(entry.path, 0o700)
+            try:
+                self.dirids.create(entry.path)
+            except BaseException:
+                os.rmdir(entry.path)
+                raise
+            os.chmod(entry.path, mode & 0o7777)
+
+    def _check_empty_dir(self, backing_dir: str, path: str) -> None:
+        with os.scandir(backing_dir) as entries:
+            if any(item.name != DIRID_NAME for item in entries):
+                raise OSError(errno.ENOTEMPTY, os.strerror(errno.ENOTEMPTY), path)
+
+    def _remove_dir(self, backing_dir: str, path: str) -> None:
+        self._check_empty_dir(backing_dir, path)
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(os.path.join(backing_dir, DIRID_NAME))
+        os.rmdir(backing_dir)
+
+    def rmdir(self, path: str) -> None:
+        self._writable()
+        with self._ns_lock:
+            entry = self._entry(path)
+            if not stat.S_ISDIR(self._lstat(entry).st_mode):
+                raise OSError(errno.ENOTDIR, os.strerror(errno.ENOTDIR), path)
+            self._remove_dir(entry.path, path)
+            self._remove_sidecar(entry)
+            self._forget_dirs()
+
+    def unlink(self, path: str) -> None:
+        self._writable()
+        with self._ns_lock:
+            entry = self._entry(path)
+            if stat.S_ISDIR(self._lstat(entry).st_mode):
+                raise OSError(errno.EISDIR, os.strerror(errno.EISDIR), path)
+            os.unlink(entry.path)
+            self._remove_sidecar(entry)
+
+    def rename(self, old: str, new: str, flags: int = 0) -> None:
+        """rename(2) semantics, plus RENAME_NOREPLACE (1) and RENAME_EXCHANGE (2)."""
+        self._writable()
+        if flags & ~(backing.RENAME_NOREPLACE | backing.RENAME_EXCHANGE) or flags == 3:
+            raise OSError(errno.EINVAL, "invalid rename flags")
+        with self._ns_lock:
+            src, dst = self._entry(old), self._entry(new)
+            src_st = self._lstat(src)
+            if src.path == dst.path:
+                return
+            dst_st = os.lstat(dst.path) if self._exists(dst) else None
+            if flags & backing.RENAME_EXCHANGE:
+                if dst_st is None:
+                    raise OSError(errno.ENOENT, os.strerror(errno.ENOENT), new)
+                self._write_sidecar(src)
+                self._write_sidecar(dst)
+                backing.rename2(src.path, dst.path, backing.RENAME_EXCHANGE)
+                self._forget_dirs()
+                return
+            if dst_st is not None:
+                if flags & backing.RENAME_NOREPLACE:
+                    raise OSError(errno.EEXIST, os.strerror(errno.EEXIST), new)
+                src_dir, dst_dir = stat.S_ISDIR(src_st.st_mode), stat.S_ISDIR(dst_st.st_mode)
+                if src_dir and not dst_dir:
+                    raise OSError(errno.ENOTDIR, os.strerror(errno.ENOTDIR), new)
+                if dst_dir and not src_dir:
+                    raise OSError(errno.EISDIR, os.strerror(errno.EISDIR), new)
+                if dst_dir:
+                    if (dst.path + "/").startswith(src.path + "/"):
+                        raise OSError(errno.EINVAL, "cannot move a directory into itself", new)
+                    self._remove_dir(dst.path, new)
+            self._write_sidecar(dst)
+            os.rename(src.path, dst.path)
+            self._remove_sidecar(src)
+            if stat.S_ISDIR(src_st.st_mode) or dst_st is not None:
+                self._forget_dirs()
+
+    def link(self, existing: str, new: str) -> None:
+        self._writable()
+        with self._ns_lock:
+            src, dst = self._entry(existing), self._entry(new)
+            if stat.S_ISDIR(self._lstat(src).st_mode):
+                raise OSError(errno.EPERM, "hard links to directories are not allowed", existing)
+            if self._exists(dst):
+                raise OSError(errno.EEXIST, os.strerror(errno.EEXIST), new)
+            self._write_sidecar(dst)
+            os.link(src.path, dst.path, follow_symlinks=False)
+
+    def symlink(self, target: str, path: str) -> None:
+        self._writable()
+        encoded = self.names.encrypt_symlink(target)
+        with self._ns_lock:
+            entry = self._entry(path)
+            if self._exists(entry):
+                raise OSError(errno.EEXIST, os.strerror(errno.EEXIST), path)
+            self._write_sidecar(entry)
+            os.symlink(encoded, entry.path)
+
+    # ------------------------------------------------------------ metadata
+
+    def _backing_path(self, path: str) -> str:
+        if not split_path(path):
+            return self.backing
+        entry = self._entry(path)
+        self._lstat(entry)
+        return entry.path
+
+    def chmod(self, path: str, mode: int) -> None:
+        self._writable()
+        os.chmod(self._backing_path(path), mode & 0o7777)
+
+    def chown(self, path: str, uid: int, gid: int) -> None:
+        self._writable()
+        os.chown(self._backing_path(path), uid, gid, follow_symlinks=False)
+
+    def utime(self, path: str, atime_ns: int | None, mtime_ns: int | None) -> None:
+        self._writable()
+        target = self._backing_path(path)
+        if atime_ns is None and mtime_ns is None:
+            os.utime(target, follow_symlinks=False)
+            return
+        if atime_ns is None or mtime_ns is None:
+            import time
+
+            now = time.time_ns()
+            atime_ns = now if atime_ns is None else atime_ns
+            mtime_ns = now if mtime_ns is None else mtime_ns
+        os.utime(target, ns=(atime_ns, mtime_ns), follow_symlinks=False)
+
+    def fsyncdir(self, path: str) -> None:
+        backing.fsync_dir(self._dir(path).backing)
