@@ -65,6 +65,10 @@ class EncryptedFile:
             raise IntegrityError(f"{label}: backing size fits no plaintext size (truncated?)")
         self._set_header(header, file_id)
         self.size = size
+        # Authenticate the last block now: a file cut at a block boundary has a plausible
+        # size, and an empty-looking one would otherwise read as b"" without any check.
+        final = self._last_index(size)
+        self._read_blocks(final, final)
 
     @classmethod
     def initialize(cls, fd: int, key_for: Callable[[bytes], bytes], label: str,
@@ -140,17 +144,15 @@ class EncryptedFile:
         old_size, bs = self.size, self._bs
         new_size = max(old_size, offset + len(data))
         old_last, new_last = self._last_index(old_size), self._last_index(new_size)
-        first, last = offset // bs, (offset + len(data) - 1) // bs
+        slices = blocks.explode_range(offset, len(data), bs)
+        first = slices[0].index
         if new_last != old_last and first > old_last:
             # Re-mark the old last block as not last before anything is appended after it.
             (plain,) = self._read_blocks(old_last, old_last)
             os.pwrite(self.fd, self._seal(old_last, plain, False), blocks.block_offset(old_last, bs))
         sealed = []
         pos = 0
-        for index in range(first, last + 1):
-            block_start = index * bs
-            skip = max(0, offset - block_start)
-            take = min(bs - skip, len(data) - pos)
+        for index, skip, take in ((s.index, s.skip, s.length) for s in slices):
             piece = data[pos : pos + take]
             pos += take
             old_len = blocks.block_plain_length(index, old_size, bs)

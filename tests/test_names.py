@@ -1,0 +1,115 @@
+"""Names: AES-SIV per directory, base32 + suffix, long-name sidecars, hidden invalid entries."""
+
+from __future__ import annotations
+
+import errno
+import os
+import unicodedata
+
+import pytest
+
+from tests.conftest import VaultDir, read_file, write_file
+from vaultfs.names import MAX_BACKING_NAME, NameCipher, b32decode, pad16, unpad16
+from vaultfs.vault import Vault
+
+KEY = bytes(range(64))
+
+
+def test_names_are_deterministic_per_directory_and_differ_across_directories() -> None:
+    names = NameCipher(KEY)
+    a1, a2 = names.encrypt("msgstore.db", b"A" * 16), names.encrypt("msgstore.db", b"A" * 16)
+    b = names.encrypt("msgstore.db", b"B" * 16)
+    assert a1 == a2 and a1.entry != b.entry
+    assert a1.entry.endswith(".vfs") and a1.entry == a1.entry.lower()
+    assert names.decrypt_encoded(a1.encoded, b"A" * 16) == "msgstore.db"
+    assert names.decrypt_encoded(a1.encoded, b"B" * 16) is None
+
+
+@pytest.mark.parametrize("length", [1, 15, 16, 17, 111, 112, 200, 255])
+def test_every_length_round_trips_and_long_ones_use_a_sidecar(length: int) -> None:
+    names = NameCipher(KEY)
+    name = "n" * length
+    encoded = names.encrypt(name, bytes(16))
+    assert len(encoded.entry) <= MAX_BACKING_NAME
+    assert (encoded.sidecar is not None) == (length > 111)
+    assert names.decrypt_encoded(encoded.encoded, bytes(16)) == name
+
+
+def test_name_too_long_and_invalid_names() -> None:
+    names = NameCipher(KEY)
+    with pytest.raises(OSError) as info:
+        names.encrypt("x" * 256, bytes(16))
+    assert info.value.errno == errno.ENAMETOOLONG
+    with pytest.raises(OSError) as info:
+        names.encrypt("é" * 128, bytes(16))  # 256 bytes of UTF-8
+    assert info.value.errno == errno.ENAMETOOLONG
+    for bad in ("", ".", "..", "a/b", "a\0b"):
+        with pytest.raises(OSError):
+            names.encrypt(bad, bytes(16))
+
+
+def test_names_are_normalised_to_nfc() -> None:
+    names = NameCipher(KEY)
+    nfd = unicodedata.normalize("NFD", "café")
+    assert names.encrypt(nfd, bytes(16)) == names.encrypt("café", bytes(16))
+
+
+def test_base32_and_padding_are_canonical() -> None:
+    assert b32decode("MZXW6") is None  # upper case is not canonical
+    assert b32decode("mzxw6===") is None
+    assert b32decode("mzxw6") == b"foo"
+    assert b32decode("mzxw7") is None  # non-zero trailing bits
+    assert unpad16(pad16(b"")) == b"" and len(pad16(b"")) == 16
+    assert unpad16(b"x" * 15 + b"\x02") is None
+
+
+def test_symlink_targets_round_trip() -> None:
+    names = NameCipher(KEY)
+    for target in ("a", "../up/there", "/abs/ünï", "x" * 2000):
+        assert names.decrypt_symlink(names.encrypt_symlink(target)) == target
+    assert names.decrypt_symlink("aaaa") is None
+
+
+def test_long_names_through_the_vault_and_broken_sidecars_are_hidden(vault: Vault, vault_dir: VaultDir,
+                                                                      caplog: pytest.LogCaptureFixture) -> None:
+    long_name = "L" * 255
+    vault.mkdir("/dir", 0o755)
+    write_file(vault, f"/dir/{long_name}", b"long")
+    assert [n for n, _ in vault.listdir("/dir")] == [long_name]
+    assert read_file(vault, f"/dir/{long_name}") == b"long"
+    vault.rename(f"/dir/{long_name}", "/short")
+    assert [n for n, _ in vault.listdir("/dir")] == []
+    (dir_path,) = [p for p in vault_dir.path.iterdir() if p.is_dir()]
+    assert sorted(os.listdir(dir_path)) == ["vaultfs.dirid"], "the sidecar must go with the long name"
+    vault.rename("/short", f"/dir/{long_name}")
+    (sidecar,) = dir_path.glob("*.vfn")
+    sidecar.write_text(sidecar.read_text()[:-1] + "a")
+    assert vault.listdir("/dir") == []
+    assert "sidecar" in caplog.text or "does not decrypt" in caplog.text
+
+
+def test_reserved_and_foreign_entries_are_hidden_and_reported_once(vault: Vault, vault_dir: VaultDir,
+                                                                    caplog: pytest.LogCaptureFixture) -> None:
+    write_file(vault, "/real", b"r")
+    (vault_dir.path / "garbage.vfs").write_bytes(b"")
+    (vault_dir.path / "desktop.ini").write_bytes(b"")
+    (vault_dir.path / "vaultfs.something").write_bytes(b"")
+    for _ in range(3):
+        assert [n for n, _ in vault.listdir("/")] == ["real"]
+    assert caplog.text.count("garbage.vfs") == 1
+    assert caplog.text.count("desktop.ini") == 1
+    assert "vaultfs.something" not in caplog.text
+
+
+def test_backing_dir_holds_no_plaintext_names(vault: Vault, vault_dir: VaultDir) -> None:
+    vault.mkdir("/WhatsApp Backups", 0o755)
+    write_file(vault, "/WhatsApp Backups/msgstore-2026-11-28.db", b"secret chat")
+    vault.symlink("msgstore-latest", "/latest")
+    for _root, dirs, files in os.walk(vault_dir.path):
+        for name in dirs + files:
+            assert "whatsapp" not in name.lower() and "msgstore" not in name.lower()
+    for path in vault_dir.path.rglob("*"):
+        if path.is_symlink():
+            assert "msgstore" not in os.readlink(path)
+        elif path.is_file():
+            assert b"secret chat" not in path.read_bytes()
