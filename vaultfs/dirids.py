@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 
 from vaultfs import backing, crypto
+from vaultfs.conflicts import is_dirid_copy
 from vaultfs.errors import IntegrityError
 from vaultfs.keys import DIR_ID_SIZE, VaultKeys
 
@@ -25,9 +26,32 @@ class DirIds:
     def seal(self, dir_id: bytes) -> bytes:
         return self._gcm.seal(dir_id, DIRID_AAD)
 
-    def read(self, backing_dir: str, label: str) -> bytes:
+    def read_all(self, backing_dir: str, label: str) -> tuple[bytes, ...]:
+        """The directory's ID, then those of authentic conflict copies of ``vaultfs.dirid``.
+
+        Two machines that created the same directory before syncing leave two sealed IDs
+        and names under both; every authentic one is kept so that all names decrypt.
+        """
+        ids: list[bytes] = []
+        first_error: IntegrityError | None = None
+        candidates = [DIRID_NAME] + sorted(
+            name for name in os.listdir(backing_dir) if is_dirid_copy(name, DIRID_NAME))
+        for name in candidates:
+            try:
+                dir_id = self.read(backing_dir, label, name)
+            except IntegrityError as exc:
+                first_error = first_error or exc
+                continue
+            if dir_id not in ids:
+                ids.append(dir_id)
+        if not ids:
+            assert first_error is not None
+            raise first_error
+        return tuple(ids)
+
+    def read(self, backing_dir: str, label: str, name: str = DIRID_NAME) -> bytes:
         """Unseal the directory's ID; IntegrityError if it is missing, oversized or forged."""
-        path = os.path.join(backing_dir, DIRID_NAME)
+        path = os.path.join(backing_dir, name)
         try:
             sealed = backing.read_bounded(path, SEALED_SIZE)
         except FileNotFoundError:
@@ -37,9 +61,9 @@ class DirIds:
         try:
             dir_id = self._gcm.open(sealed, DIRID_AAD)
         except crypto.AuthenticationFailed:
-            raise IntegrityError(f"{label}: {DIRID_NAME} failed authentication") from None
+            raise IntegrityError(f"{label}: {name} failed authentication") from None
         if len(dir_id) != DIR_ID_SIZE:
-            raise IntegrityError(f"{label}: {DIRID_NAME} has a wrong length")
+            raise IntegrityError(f"{label}: {name} has a wrong length")
         return dir_id
 
     def create(self, backing_dir: str, dir_id: bytes | None = None) -> bytes:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import errno
 import os
 
+from vaultfs.entries import Attr
 from vaultfs.openfiles import OpenFile, OpenFileTable
 
 
@@ -57,9 +58,7 @@ class FileHandle:
         """Nothing is buffered above the backing file: writes reach it synchronously."""
         self._check_open()
 
-    def getattr(self):  # -> vault.Attr (imported lazily: vault imports this module)
-        from vaultfs.vault import Attr
-
+    def getattr(self) -> Attr:
         self._check_open()
         with self._file.lock:
             return Attr.from_stat(os.fstat(self._file.fd), self._file.content.size)

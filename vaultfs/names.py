@@ -86,8 +86,14 @@ class BackingName:
     encoded: str = ""  # the full base32 encoding, the sidecar's content for long names
 
 
+_BASE32_CHARS = frozenset("abcdefghijklmnopqrstuvwxyz234567")
+
+
 def is_reserved(backing_entry: str) -> bool:
-    return backing_entry.startswith(RESERVED_PREFIX)
+    """``vaultfs.*`` and sync-client copies of it (``vaultfs (1).dirid``): never an encrypted name."""
+    stem = RESERVED_PREFIX[:-1]
+    return backing_entry.startswith(stem) and (
+        len(backing_entry) == len(stem) or backing_entry[len(stem)] not in _BASE32_CHARS)
 
 
 class NameCipher:

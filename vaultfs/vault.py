@@ -15,10 +15,11 @@ import os
 import stat
 import threading
 from collections import OrderedDict
-from dataclasses import dataclass
 
 from vaultfs import backing, blocks, keyfile
+from vaultfs.conflictfix import ConflictResolver
 from vaultfs.dirids import DIRID_NAME, DirIds
+from vaultfs.entries import Attr, Dir, Entry, split_path
 from vaultfs.errors import IntegrityError
 from vaultfs.filehandle import FileHandle
 from vaultfs.keyfile import Config, KdfParams
@@ -27,6 +28,7 @@ from vaultfs.names import (
     LONG_SUFFIX,
     MAX_SIDECAR_BYTES,
     SHORT_SUFFIX,
+    SIDECAR_SUFFIX,
     BackingName,
     NameCipher,
     is_reserved,
@@ -38,60 +40,6 @@ log = logging.getLogger("vaultfs")
 
 _DIR_CACHE_SIZE = 4096
 _FILE_KEY_CACHE_SIZE = 1024
-
-
-@dataclass
-class Attr:
-    """lstat-like attributes of a plaintext entry; st_size is the plaintext size."""
-
-    st_mode: int
-    st_ino: int
-    st_nlink: int
-    st_uid: int
-    st_gid: int
-    st_size: int
-    st_atime_ns: int
-    st_mtime_ns: int
-    st_ctime_ns: int
-    st_blocks: int
-    st_blksize: int
-
-    @classmethod
-    def from_stat(cls, st: os.stat_result, size: int) -> Attr:
-        return cls(st.st_mode, st.st_ino, st.st_nlink, st.st_uid, st.st_gid, size, st.st_atime_ns,
-                   st.st_mtime_ns, st.st_ctime_ns, (size + 511) // 512, 4096)
-
-
-@dataclass(frozen=True)
-class Dir:
-    """A resolved plaintext directory: its backing path and its directory ID."""
-
-    backing: str
-    dir_id: bytes
-
-
-@dataclass(frozen=True)
-class Entry:
-    """A resolved (possibly not existing) plaintext entry."""
-
-    parent: Dir
-    name: str
-    backing_name: BackingName
-
-    @property
-    def path(self) -> str:
-        return os.path.join(self.parent.backing, self.backing_name.entry)
-
-    @property
-    def sidecar_path(self) -> str | None:
-        sidecar = self.backing_name.sidecar
-        return None if sidecar is None else os.path.join(self.parent.backing, sidecar)
-
-
-def split_path(path: str) -> list[str]:
-    if not path.startswith("/"):
-        raise OSError(errno.EINVAL, f"not an absolute vault path: {path!r}")
-    return [part for part in path.split("/") if part]
 
 
 def init_vault(backing_dir: str, password: str, kdf: KdfParams | None = None) -> str:
@@ -125,10 +73,12 @@ class Vault:
         self._ns_lock = threading.RLock()  # makes check-then-act metadata operations atomic
         self._dir_cache: OrderedDict[str, Dir] = OrderedDict()
         self._reported: set[str] = set()
-        root_id = self.dirids.read(self.backing, "/")
-        if root_id != keys.root_dir_id:
+        root_ids = self.dirids.read_all(self.backing, "/")
+        if keys.root_dir_id not in root_ids:
             raise IntegrityError("/: the root directory ID does not belong to this vault")
-        self._root = Dir(self.backing, root_id)
+        self._root = Dir(self.backing, root_ids)
+        self._virtual: dict[tuple[str, str], str] = {}  # read-only views of conflict copies
+        self.conflicts = ConflictResolver(self)
 
     @classmethod
     def unlock(cls, backing_dir: str, password: str, read_only: bool = False) -> Vault:
@@ -173,7 +123,7 @@ class Vault:
             return cached
         current = self._root
         for depth, part in enumerate(parts):
-            entry = Entry(current, part, self.names.encrypt(part, current.dir_id))
+            entry = self._child(current, part)
             try:
                 st = os.lstat(entry.path)
             except FileNotFoundError:
@@ -181,7 +131,7 @@ class Vault:
             if not stat.S_ISDIR(st.st_mode):
                 raise OSError(errno.ENOTDIR, os.strerror(errno.ENOTDIR), path)
             label = "/" + "/".join(parts[: depth + 1])
-            current = Dir(entry.path, self.dirids.read(entry.path, label))
+            current = Dir(entry.path, self.dirids.read_all(entry.path, label))
         self._dir_cache[key] = current
         if len(self._dir_cache) > _DIR_CACHE_SIZE:
             self._dir_cache.popitem(last=False)
@@ -190,12 +140,24 @@ class Vault:
     def _forget_dirs(self) -> None:
         self._dir_cache.clear()
 
+    def _child(self, parent: Dir, name: str) -> Entry:
+        entry = Entry(parent, name, self.names.encrypt(name, parent.dir_id))
+        if len(parent.dir_ids) == 1 and not self._virtual:
+            return entry
+        if os.path.lexists(entry.path):
+            return entry
+        for other_id in parent.dir_ids[1:]:
+            candidate = Entry(parent, name, self.names.encrypt(name, other_id))
+            if os.path.lexists(candidate.path):
+                return candidate
+        virtual = self._virtual.get((parent.backing, name))
+        return Entry(parent, name, BackingName(virtual)) if virtual else entry
+
     def _entry(self, path: str) -> Entry:
         parts = split_path(path)
         if not parts:
             raise OSError(errno.EBUSY, "operation not allowed on the vault root")
-        parent = self._dir("/" + "/".join(parts[:-1]))
-        return Entry(parent, parts[-1], self.names.encrypt(parts[-1], parent.dir_id))
+        return self._child(self._dir("/" + "/".join(parts[:-1])), parts[-1])
 
     def _lstat(self, entry: Entry) -> os.stat_result:
         try:
@@ -235,28 +197,55 @@ class Vault:
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(entry.sidecar_path)
 
-    def _decode_entry(self, directory: Dir, backing_entry: str) -> str | None:
-        """Plaintext name of one backing entry, or None (hidden) for reserved, sidecar and invalid ones."""
-        if is_reserved(backing_entry) or backing_entry.endswith(".vfn"):
+    def read_sidecar(self, directory: Dir, digest: str, stem: str | None = None) -> str | None:
+        """The full encoding a ``<digest>.vfl`` entry stands for, or None if its sidecar is bad."""
+        try:
+            text = backing.read_bounded(os.path.join(directory.backing, (stem or digest) + SIDECAR_SUFFIX),
+                                        MAX_SIDECAR_BYTES).decode("ascii")
+        except (OSError, UnicodeDecodeError):
             return None
-        path = os.path.join(directory.backing, backing_entry)
+        return text if self.names.sidecar_matches(digest, text) else None
+
+    def decode_name(self, directory: Dir, backing_entry: str) -> str | None:
+        """Plaintext name of a ``.vfs``/``.vfl`` backing entry under any of the directory's IDs."""
         if backing_entry.endswith(SHORT_SUFFIX):
-            name = self.names.decrypt_encoded(backing_entry[: -len(SHORT_SUFFIX)], directory.dir_id)
+            encoded = backing_entry[: -len(SHORT_SUFFIX)]
         elif backing_entry.endswith(LONG_SUFFIX):
-            digest = backing_entry[: -len(LONG_SUFFIX)]
-            try:
-                encoded = backing.read_bounded(os.path.join(directory.backing, digest + ".vfn"), MAX_SIDECAR_BYTES)
-                text = encoded.decode("ascii")
-            except (OSError, UnicodeDecodeError) as exc:
-                self._report_once(path, f"long-name sidecar unreadable ({exc})")
+            encoded = self.read_sidecar(directory, backing_entry[: -len(LONG_SUFFIX)])
+            if encoded is None:
                 return None
-            name = self.names.decrypt_encoded(text, directory.dir_id) if self.names.sidecar_matches(
-                digest, text) else None
         else:
-            name = None
-        if name is None:
-            self._report_once(path, "name does not decrypt in this directory")
-        return name
+            return None
+        for dir_id in directory.dir_ids:
+            name = self.names.decrypt_encoded(encoded, dir_id)
+            if name is not None:
+                return name
+        return None
+
+    def scan(self, directory: Dir) -> list[tuple[str, str]]:
+        """(plaintext name, backing path) of every visible entry; conflict copies resolved.
+
+        Reserved entries and sidecars are skipped; entries that do not decrypt here are
+        hidden and reported once.
+        """
+        result: list[tuple[str, str]] = []
+        copies: list[str] = []
+        with os.scandir(directory.backing) as entries:
+            for item in entries:
+                if is_reserved(item.name) or item.name.endswith(SIDECAR_SUFFIX):
+                    continue
+                name = self.decode_name(directory, item.name)
+                if name is not None:
+                    result.append((name, item.path))
+                elif self.conflicts.is_copy(item.name):
+                    copies.append(item.name)
+                else:
+                    self._report_once(item.path, "name does not decrypt in this directory")
+        for copy in sorted(copies):
+            resolved = self.conflicts.resolve(directory, copy)
+            if resolved is not None:
+                result.append(resolved)
+        return result
 
     # ------------------------------------------------------------ queries
 
@@ -267,17 +256,12 @@ class Vault:
         return self._attr(self._lstat(entry), entry.path)
 
     def listdir(self, path: str) -> list[tuple[str, Attr]]:
-        directory = self._dir(path)
         result = []
-        with os.scandir(directory.backing) as entries:
-            for item in entries:
-                name = self._decode_entry(directory, item.name)
-                if name is None:
-                    continue
-                try:
-                    result.append((name, self._attr(item.stat(follow_symlinks=False), item.path)))
-                except FileNotFoundError:
-                    continue  # removed while listing
+        for name, backing_path in self.scan(self._dir(path)):
+            try:
+                result.append((name, self._attr(os.lstat(backing_path), backing_path)))
+            except FileNotFoundError:
+                continue  # removed while listing
         return result
 
     def readlink(self, path: str) -> str:
