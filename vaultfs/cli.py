@@ -135,6 +135,121 @@ def cmd_recover(args: argparse.Namespace) -> int:
     return 0
 
 
+def _unlock(args: argparse.Namespace, read_only: bool = True):
+    from vaultfs.vault import Vault
+
+    backing_dir = os.path.abspath(args.backing)
+    keyfile.load_config(backing_dir)  # a missing vault is reported before any prompt
+    return Vault.unlock(backing_dir, read_password(args.passfile), read_only=read_only)
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from vaultfs import transfer
+    from vaultfs.errors import AlreadyExists, PartialFailure
+    from vaultfs.progress import Progress
+
+    dest = os.path.abspath(args.dest)
+    if os.path.exists(dest) and not os.path.isdir(dest):
+        raise UsageError(f"{dest} is not a directory")
+    if os.path.isdir(dest) and os.listdir(dest) and not args.force:
+        raise AlreadyExists(f"{dest} is not empty (use --force to overwrite)")
+    vault = _unlock(args)
+    try:
+        paths = [p if p.startswith("/") else "/" + p for p in args.paths] or ["/"]
+        with Progress("export", transfer.total_size(vault, paths) if sys.stderr.isatty() else None) as progress:
+            result = transfer.export(vault, dest, paths, args.force, progress)
+    finally:
+        vault.close()
+    print(f"exported {result.files} files ({result.bytes} bytes) to {dest}")
+    if result.failed:
+        raise PartialFailure(f"{len(result.failed)} file(s) failed authentication and were skipped: "
+                             + ", ".join(path for path, _ in result.failed[:5]))
+    return 0
+
+
+def cmd_import(args: argparse.Namespace) -> int:
+    from vaultfs import transfer
+    from vaultfs.errors import PartialFailure
+    from vaultfs.progress import Progress
+
+    source = os.path.abspath(args.source)
+    if not os.path.isdir(source):
+        raise UsageError(f"{source} is not a directory")
+    vault = _unlock(args, read_only=False)
+    try:
+        total = None
+        if sys.stderr.isatty():
+            total = sum(os.lstat(os.path.join(root, f)).st_size for root, _, files in os.walk(source) for f in files)
+        with Progress("import", total) as progress:
+            result = transfer.import_tree(vault, source, args.into, progress)
+    finally:
+        vault.close()
+    print(f"imported {result.files} files ({result.bytes} bytes), {result.skipped} already present")
+    if result.failed:
+        raise PartialFailure("; ".join(f"{path}: {why}" for path, why in result.failed[:5]))
+    return 0
+
+
+def cmd_ls(args: argparse.Namespace) -> int:
+    from vaultfs import transfer
+
+    vault = _unlock(args)
+    try:
+        for line in transfer.format_listing(vault, args.path if args.path.startswith("/") else "/" + args.path):
+            print(line)
+    finally:
+        vault.close()
+    return 0
+
+
+def cmd_cat(args: argparse.Namespace) -> int:
+    from vaultfs import transfer
+
+    vault = _unlock(args)
+    try:
+        transfer.cat(vault, args.path if args.path.startswith("/") else "/" + args.path, sys.stdout.buffer)
+        sys.stdout.buffer.flush()
+    finally:
+        vault.close()
+    return 0
+
+
+def cmd_fsck(args: argparse.Namespace) -> int:
+    from vaultfs.errors import ConfigDamaged, ProblemsFound
+    from vaultfs.fsck import Checker, Problem
+    from vaultfs.progress import Progress
+    from vaultfs.vault import Vault
+
+    backing_dir = os.path.abspath(args.backing)
+    config = keyfile.load_config(backing_dir)
+    keys = keyfile.unwrap(config, read_password(args.passfile), verify=False)
+    config_problem = None
+    try:
+        config.verify(keys)
+    except ConfigDamaged as exc:
+        config_problem = Problem("config", None, keyfile.config_path(backing_dir), exc.message)
+        print(config_problem.line(backing_dir))
+    vault = Vault(backing_dir, keys, config, read_only=not args.repair)
+    total = None
+    if sys.stderr.isatty():
+        total = sum(os.lstat(os.path.join(root, f)).st_size for root, _, files in os.walk(backing_dir) for f in files)
+    try:
+        with Progress("fsck", total) as progress:
+            checker = Checker(vault, repair=args.repair, on_problem=lambda p: progress.write(p.line(backing_dir)),
+                              on_bytes=progress.add_bytes)
+            report = checker.run()
+    finally:
+        vault.close()
+    problems = report.problems + ([config_problem] if config_problem else [])
+    remaining = [p for p in problems if not p.repaired]
+    print(f"checked {report.directories} directories, {report.files} files, {report.bytes_checked} bytes: "
+          f"{len(problems)} problem(s), {len(problems) - len(remaining)} repaired, {len(remaining)} remaining")
+    if remaining:
+        raise ProblemsFound(f"{len(remaining)} problem(s) remain" + ("" if args.repair else
+                            "; `vaultfs fsck --repair` fixes the safe ones"))
+    return 0
+
+
 def cmd_mount(args: argparse.Namespace) -> int:
     from vaultfs import mount
 
@@ -194,6 +309,49 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--rebuild-config", action="store_true", help="write vaultfs.conf anew from the recovery key")
     _add_kdf_flags(p)
     p.set_defaults(func=cmd_recover)
+
+    p = sub.add_parser("export", help="decrypt the vault (or some paths) into a plain directory, no FUSE",
+                       description="Decrypt the whole vault, or the given paths, into DEST: modes, times, "
+                                   "symlinks and hard links kept. Files that fail authentication are reported "
+                                   "and skipped.")
+    p.add_argument("backing", metavar="BACKING")
+    p.add_argument("dest", metavar="DEST")
+    p.add_argument("paths", metavar="PATH", nargs="*", help="vault paths to export (default: everything)")
+    p.add_argument("--force", action="store_true", help="export into a non-empty DEST, overwriting")
+    p.add_argument("--passfile", metavar="FILE|-", help=passfile_help)
+    p.set_defaults(func=cmd_export)
+
+    p = sub.add_parser("import", help="encrypt a plain directory tree into the vault (resumable)",
+                       description="Encrypt the tree SRC into the vault, under --into PATH. Run again after an "
+                                   "interruption, it resumes; a half-written file is never visible.")
+    p.add_argument("backing", metavar="BACKING")
+    p.add_argument("source", metavar="SRC")
+    p.add_argument("--into", default="/", metavar="PATH", help="vault directory to import into (default /)")
+    p.add_argument("--passfile", metavar="FILE|-", help=passfile_help)
+    p.set_defaults(func=cmd_import)
+
+    p = sub.add_parser("ls", help="list a vault directory without mounting",
+                       description="List a directory of the vault (like ls -l), without FUSE.")
+    p.add_argument("backing", metavar="BACKING")
+    p.add_argument("path", metavar="PATH", nargs="?", default="/")
+    p.add_argument("--passfile", metavar="FILE|-", help=passfile_help)
+    p.set_defaults(func=cmd_ls)
+
+    p = sub.add_parser("cat", help="write one vault file to stdout without mounting",
+                       description="Stream one file of the vault to standard output, without FUSE.")
+    p.add_argument("backing", metavar="BACKING")
+    p.add_argument("path", metavar="PATH")
+    p.add_argument("--passfile", metavar="FILE|-", help=passfile_help)
+    p.set_defaults(func=cmd_cat)
+
+    p = sub.add_parser("fsck", help="check every name, header and block; --repair fixes the safe problems",
+                       description="Check the config MAC, every directory ID, name, long-name sidecar, header, "
+                                   "block tag and is_last mark. Exit 0 when clean, 12 when problems remain.")
+    p.add_argument("backing", metavar="BACKING")
+    p.add_argument("--repair", action="store_true",
+                   help="re-mark torn appends, remove orphan sidecars and staging leftovers, resolve sync conflicts")
+    p.add_argument("--passfile", metavar="FILE|-", help=passfile_help)
+    p.set_defaults(func=cmd_fsck)
 
     p = sub.add_parser("mount", help="unlock the vault and mount its plaintext view",
                        description="Ask for the password, mount BACKING at MOUNTPOINT and return once it answers.")

@@ -93,6 +93,18 @@ class FuseUnavailable(VaultError):
     exit_code = 11
 
 
+class ProblemsFound(VaultError):
+    """fsck found problems"""
+
+    exit_code = 12
+
+
+class PartialFailure(VaultError):
+    """some files could not be processed"""
+
+    exit_code = 14
+
+
 class Interrupted(VaultError):
     """interrupted"""
 

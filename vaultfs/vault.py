@@ -39,6 +39,7 @@ from vaultfs.recovery import encode as encode_recovery_key
 log = logging.getLogger("vaultfs")
 
 _DIR_CACHE_SIZE = 4096
+STAGING_PREFIX = "vaultfs.tmp-"  # reserved, so hidden: a file being imported is never visible half-written
 _FILE_KEY_CACHE_SIZE = 1024
 
 
@@ -325,6 +326,49 @@ class Vault:
                 handle.close()
                 raise
         return handle
+
+    def create_staged(self, path: str, mode: int) -> tuple[FileHandle, str]:
+        """Open a hidden new file in ``path``'s directory; ``publish_staged`` gives it the name.
+
+        Until then it is a reserved ``vaultfs.tmp-*`` entry: invisible in listings, removed
+        by ``remove_staged`` or ``fsck --repair`` if the writer dies.
+        """
+        self._writable()
+        entry = self._entry(path)
+        staged = os.path.join(entry.parent.backing, STAGING_PREFIX + os.urandom(8).hex())
+        fd = os.open(staged, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, mode & 0o7777)
+        try:
+            opened = self.open_files.acquire(staged, path, True, new_file=True, fd=fd)
+        except BaseException:
+            os.unlink(staged)
+            raise
+        return FileHandle(self.open_files, opened, os.O_RDWR, path), staged
+
+    def publish_staged(self, staged: str, path: str, mode: int, atime_ns: int, mtime_ns: int) -> None:
+        """Set the staged file's mode and times, then rename it over ``path`` in one step."""
+        self._writable()
+        with self._ns_lock:
+            entry = self._entry(path)
+            if os.path.dirname(staged) != entry.parent.backing:
+                raise OSError(errno.EXDEV, "staged file is in another directory", path)
+            if os.path.isdir(entry.path) and not os.path.islink(entry.path):
+                raise OSError(errno.EISDIR, os.strerror(errno.EISDIR), path)
+            os.chmod(staged, mode & 0o7777)
+            os.utime(staged, ns=(atime_ns, mtime_ns))
+            self._write_sidecar(entry)
+            os.rename(staged, entry.path)
+
+    def remove_staged(self, dir_path: str) -> int:
+        """Delete staging files an interrupted writer left in a directory; return how many."""
+        self._writable()
+        directory = self._dir(dir_path)
+        removed = 0
+        with os.scandir(directory.backing) as entries:
+            for item in entries:
+                if item.name.startswith(STAGING_PREFIX):
+                    os.unlink(item.path)
+                    removed += 1
+        return removed
 
     def truncate(self, path: str, size: int) -> None:
         handle = self.open(path, os.O_WRONLY)
