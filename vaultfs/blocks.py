@@ -7,7 +7,7 @@ block (the last one, possibly empty).  See docs/format.md "File contents".
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from typing import NamedTuple
 
 HEADER_SIZE = 40
 BLOCK_OVERHEAD = 28  # 12-byte nonce + 16-byte GCM tag
@@ -53,9 +53,8 @@ def block_plain_length(index: int, plain_size_: int, block_size: int = DEFAULT_B
     return max(0, min(block_size, plain_size_ - start))
 
 
-@dataclass(frozen=True)
-class BlockSlice:
-    """The part of one block that a plaintext range touches."""
+class BlockSlice(NamedTuple):
+    """The part of one block that a plaintext range touches (a tuple: built once per block per request)."""
 
     index: int  # block number
     skip: int  # bytes of the block before the range

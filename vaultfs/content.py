@@ -97,24 +97,34 @@ class EncryptedFile:
     def _seal(self, index: int, plaintext: bytes, is_last: bool) -> bytes:
         return self._gcm.seal(plaintext, blocks.block_aad(self._header, index, is_last))
 
-    def _open_block(self, index: int, stored: bytes, expected_len: int, is_last: bool) -> bytes:
-        if len(stored) != expected_len + blocks.BLOCK_OVERHEAD:
-            raise IntegrityError(f"{self.label}: block {index} is truncated")
-        try:
-            return self._gcm.open(stored, blocks.block_aad(self._header, index, is_last))
-        except crypto.AuthenticationFailed:
-            raise IntegrityError(f"{self.label}: block {index} failed authentication") from None
+    def _decrypt_range(self, first: int, last: int) -> bytearray:
+        """Plaintext of blocks first..last (inclusive) of the current file.
+
+        One pread for the whole range; each block is decrypted straight into one output
+        buffer (no per-block bytes objects): this loop is the read path's hot spot.
+        """
+        size, bs, stored_size = self.size, self._bs, self._stored
+        final = self._last_index(size)
+        stored = memoryview(os.pread(self.fd, (last - first + 1) * stored_size, blocks.block_offset(first, bs)))
+        plain = bytearray(min(size, (last + 1) * bs) - first * bs)
+        out = memoryview(plain)
+        header, open_into = self._header, self._gcm.open_into
+        for n in range(last - first + 1):
+            index = first + n
+            length = min(bs, size - index * bs)
+            chunk = stored[n * stored_size : n * stored_size + length + blocks.BLOCK_OVERHEAD]
+            if len(chunk) != length + blocks.BLOCK_OVERHEAD:
+                raise IntegrityError(f"{self.label}: block {index} is truncated")
+            try:
+                open_into(chunk, blocks.block_aad(header, index, index == final), out[n * bs : n * bs + length])
+            except crypto.AuthenticationFailed:
+                raise IntegrityError(f"{self.label}: block {index} failed authentication") from None
+        return plain
 
     def _read_blocks(self, first: int, last: int) -> list[bytes]:
-        """Decrypt blocks first..last (inclusive) of the current file with a single pread."""
-        stored = os.pread(self.fd, (last - first + 1) * self._stored, blocks.block_offset(first, self._bs))
-        final = self._last_index(self.size)
-        out = []
-        for n, index in enumerate(range(first, last + 1)):
-            chunk = stored[n * self._stored : (n + 1) * self._stored]
-            length = blocks.block_plain_length(index, self.size, self._bs)
-            out.append(self._open_block(index, chunk, length, index == final))
-        return out
+        """Decrypted blocks first..last, one bytes object each (for the few single-block callers)."""
+        plain = self._decrypt_range(first, last)
+        return [bytes(plain[i : i + self._bs]) for i in range(0, max(len(plain), 1), self._bs)]
 
     # ------------------------------------------------------------ plaintext API
 
@@ -125,22 +135,26 @@ class EncryptedFile:
         if offset >= end:
             return b""
         first, last = offset // self._bs, (end - 1) // self._bs
-        data = b"".join(self._read_blocks(first, last))
+        plain = self._decrypt_range(first, last)
         skip = offset - first * self._bs
-        return data[skip : skip + end - offset]
+        return bytes(memoryview(plain)[skip : skip + end - offset])
 
-    def write(self, offset: int, data: bytes) -> int:
+    def write(self, offset: int, data: bytes | bytearray | memoryview) -> int:
         if offset < 0:
             raise OSError(errno.EINVAL, "negative offset")
         if not data:
             return 0
         while self.size < offset:  # no holes: fill the gap with encrypted zeros, in bounded chunks
             self._write_range(self.size, bytes(min(ZERO_FILL_CHUNK, offset - self.size)))
-        self._write_range(offset, bytes(data))
+        self._write_range(offset, memoryview(data).cast("B"))
         return len(data)
 
-    def _write_range(self, offset: int, data: bytes) -> None:
-        """Write data at offset <= size: read-modify-write of partial edge blocks, one pwrite."""
+    def _write_range(self, offset: int, data: bytes | memoryview) -> None:
+        """Write data at offset <= size: read-modify-write of partial edge blocks, one pwrite.
+
+        Blocks are sealed straight into one output buffer with nonces from one getrandom
+        call; only a partial first or last block is read and decrypted first.
+        """
         old_size, bs = self.size, self._bs
         new_size = max(old_size, offset + len(data))
         old_last, new_last = self._last_index(old_size), self._last_index(new_size)
@@ -150,21 +164,27 @@ class EncryptedFile:
             # Re-mark the old last block as not last before anything is appended after it.
             (plain,) = self._read_blocks(old_last, old_last)
             os.pwrite(self.fd, self._seal(old_last, plain, False), blocks.block_offset(old_last, bs))
-        sealed = []
-        pos = 0
-        for index, skip, take in ((s.index, s.skip, s.length) for s in slices):
+        lengths = [blocks.block_plain_length(s.index, new_size, bs) for s in slices]
+        out = bytearray(sum(lengths) + blocks.BLOCK_OVERHEAD * len(slices))
+        view = memoryview(out)
+        nonces = crypto.random_bytes(crypto.GCM_NONCE_SIZE * len(slices))
+        header, seal_into = self._header, self._gcm.seal_into
+        pos = written = 0
+        for n, (index, skip, take) in enumerate(slices):
             piece = data[pos : pos + take]
             pos += take
             old_len = blocks.block_plain_length(index, old_size, bs)
-            new_len = blocks.block_plain_length(index, new_size, bs)
             if skip == 0 and take >= old_len:
                 plain = piece  # the block is entirely replaced: nothing to read
             else:
-                (old,) = self._read_blocks(index, index) if old_len else (b"",)
-                plain = old[:skip] + piece + old[skip + take :]
-            assert len(plain) == new_len
-            sealed.append(self._seal(index, plain, index == new_last))
-        os.pwrite(self.fd, b"".join(sealed), blocks.block_offset(first, bs))
+                old = self._decrypt_range(index, index) if old_len else b""
+                plain = bytes(old[:skip]) + bytes(piece) + bytes(old[skip + take :])
+            assert len(plain) == lengths[n]
+            span = lengths[n] + blocks.BLOCK_OVERHEAD
+            seal_into(nonces[12 * n : 12 * n + 12], plain, blocks.block_aad(header, index, index == new_last),
+                      view[written : written + span])
+            written += span
+        os.pwrite(self.fd, out, blocks.block_offset(first, bs))
         self.size = new_size
 
     def truncate(self, new_size: int) -> None:
