@@ -146,3 +146,11 @@ def test_calibrated_parameters_respect_the_floor() -> None:
     params = keyfile.calibrate_kdf(target_seconds=0.05)
     assert not params.below_floor()
     assert params == KdfParams(65536, 3, 4)
+
+
+def test_duplicate_json_members_are_refused(vault_dir: VaultDir) -> None:
+    raw = (vault_dir.path / "vaultfs.conf").read_text()
+    doubled = raw.replace('"block_size": 4096', '"block_size": 4096, "block_size": 4096', 1)
+    assert doubled != raw
+    with pytest.raises(ConfigDamaged, match="twice"):
+        keyfile.parse_config(doubled.encode())

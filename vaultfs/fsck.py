@@ -179,7 +179,8 @@ class Checker:
                     os.close(rw)
 
             self._problem("torn-append", plain, path,
-                          "the last block is authentic but not marked last (a crash during an append)", fix)
+                          "the last block is authentic but not marked last: a crash during an append, or the "
+                          "file was cut at a block boundary (--repair accepts the shorter file)", fix)
         elif result.torn_append:
             self._problem("torn-append", plain, path, "the last block is not marked last (not repaired: "
                           "other blocks are damaged too)")

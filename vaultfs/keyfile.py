@@ -176,10 +176,18 @@ def _hex(value: object, size: int, what: str) -> bytes:
         raise ConfigDamaged(f"{what} is not hex") from None
 
 
+def _unique_members(pairs: list[tuple[str, object]]) -> dict[str, object]:
+    """JSON objects with a member twice are ambiguous: refuse them instead of keeping the last."""
+    document = dict(pairs)
+    if len(document) != len(pairs):
+        raise ConfigDamaged("a JSON member appears twice")
+    return document
+
+
 def parse_config(raw: bytes) -> Config:
     """Parse vaultfs.conf strictly; raise ConfigDamaged / UnsupportedFormat."""
     try:
-        document = json.loads(raw.decode("utf-8"))
+        document = json.loads(raw.decode("utf-8"), object_pairs_hook=_unique_members)
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise ConfigDamaged(f"not valid JSON ({exc.__class__.__name__})") from None
     if not isinstance(document, dict) or document.get("format") != FORMAT_NAME:

@@ -26,6 +26,7 @@ from vaultfs.keyfile import Config, KdfParams
 from vaultfs.keys import VaultKeys, new_master_key
 from vaultfs.names import (
     LONG_SUFFIX,
+    MAX_BACKING_NAME,
     MAX_SIDECAR_BYTES,
     SHORT_SUFFIX,
     SIDECAR_SUFFIX,
@@ -211,10 +212,12 @@ class Vault:
         """Plaintext name of a ``.vfs``/``.vfl`` backing entry under any of the directory's IDs."""
         if backing_entry.endswith(SHORT_SUFFIX):
             encoded = backing_entry[: -len(SHORT_SUFFIX)]
+            if len(backing_entry) > MAX_BACKING_NAME:
+                return None
         elif backing_entry.endswith(LONG_SUFFIX):
             encoded = self.read_sidecar(directory, backing_entry[: -len(LONG_SUFFIX)])
-            if encoded is None:
-                return None
+            if encoded is None or len(encoded) + len(SHORT_SUFFIX) <= MAX_BACKING_NAME:
+                return None  # missing sidecar, or a short name stored in the long form
         else:
             return None
         for dir_id in directory.dir_ids:
