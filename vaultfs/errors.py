@@ -121,4 +121,4 @@ class IntegrityError(OSError):
 class LockError(VaultError):
     """cannot lock"""
 
-    exit_code = 12
+    exit_code = 13

@@ -18,7 +18,6 @@ from __future__ import annotations
 import ctypes.util
 import errno
 import functools
-import itertools
 import logging
 import os
 import stat
@@ -37,8 +36,10 @@ if not os.environ.get("FUSE_LIBRARY_PATH"):
 import mfusepy  # noqa: E402 - needs FUSE_LIBRARY_PATH set first
 from mfusepy import FUSE, FuseOSError, Operations  # noqa: E402
 
+from .fshandles import HIDDEN_PREFIX, HandleTable, HiddenLinks, is_hidden  # noqa: E402
+
 if TYPE_CHECKING:
-    from .vault import Attr, FileHandle, Vault
+    from .vault import Attr, Vault
 
 log = logging.getLogger(__name__)
 
@@ -63,6 +64,8 @@ def _op(func: F) -> F:
     @functools.wraps(func)
     def wrapper(self: VaultOperations, path: str | None, *args: Any) -> Any:
         self.last_access = time.monotonic()
+        if path is not None and HIDDEN_PREFIX in path:
+            path = self.hidden.resolve(path)
         try:
             return func(self, path, *args)
         except FuseOSError:
@@ -96,36 +99,6 @@ def stat_dict(attr: Attr) -> dict[str, int]:
     }
 
 
-class HandleTable:
-    """Open files by the integer handle the kernel echoes back; shared by FUSE's threads."""
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._next = itertools.count(1)
-        self._handles: dict[int, FileHandle] = {}
-
-    def add(self, handle: FileHandle) -> int:
-        with self._lock:
-            fh = next(self._next)
-            self._handles[fh] = handle
-            return fh
-
-    def get(self, fh: int) -> FileHandle:
-        with self._lock:
-            handle = self._handles.get(fh)
-        if handle is None:
-            raise FuseOSError(errno.EBADF)
-        return handle
-
-    def pop(self, fh: int) -> FileHandle | None:
-        with self._lock:
-            return self._handles.pop(fh, None)
-
-    def __len__(self) -> int:
-        with self._lock:
-            return len(self._handles)
-
-
 class VaultOperations(Operations):
     """mfusepy callbacks, each a thin translation onto one Vault call."""
 
@@ -136,13 +109,16 @@ class VaultOperations(Operations):
         vault: Vault,
         *,
         writeback_cache: bool = False,
-        attr_timeout: float = 1.0,
+        attr_timeout: float = 0.0,
+        entry_timeout: float = 1.0,
         on_ready: Callable[[], None] | None = None,
     ) -> None:
         self.vault = vault
         self.handles = HandleTable()
+        self.hidden = HiddenLinks()
         self.writeback_cache = writeback_cache
         self.attr_timeout = attr_timeout
+        self.entry_timeout = entry_timeout
         self.on_ready = on_ready
         self.last_access = time.monotonic()
         self._closed = False
@@ -155,11 +131,15 @@ class VaultOperations(Operations):
         if config is not None:
             config.use_ino = 1  # our st_ino (stable, hard links share it), not libfuse's counter
             config.readdir_ino = 1
-            # hard_remove: no .fuse_hidden renames; unlinked-but-open files live on in
-            # the Vault's handle, which fh-based calls reach (hence nullpath_ok).
-            config.hard_remove = 1
+            # No hard_remove: the kernel's fstat of an unlinked-but-open file carries
+            # no handle, so libfuse must keep a path for it: it renames the file to
+            # .fuse_hiddenNNN until the last close (readdir hides those names).
+            config.hard_remove = 0
             config.nullpath_ok = 1
-            config.entry_timeout = self.attr_timeout
+            # libfuse's path API gives each hard link its own kernel inode, so cached
+            # attributes of one link would miss writes and link counts changed through
+            # another: attributes are never cached (st_size and st_nlink stay exact).
+            config.entry_timeout = self.entry_timeout
             config.attr_timeout = self.attr_timeout
             config.negative_timeout = 0.0
             # Page cache survives open/close unless mtime or size changed meanwhile
@@ -178,8 +158,19 @@ class VaultOperations(Operations):
                 conn.want |= conn.capable & FUSE_CAP_WRITEBACK_CACHE
             else:
                 conn.want &= ~FUSE_CAP_WRITEBACK_CACHE
+        self._remove_stale_parked()
         if self.on_ready is not None:
             self.on_ready()
+
+    def _remove_stale_parked(self) -> None:
+        """Files parked by a daemon that died (kill -9) are unreachable: delete them."""
+        try:
+            for name, _ in self.vault.listdir("/"):
+                if name.startswith(HIDDEN_PREFIX):
+                    self.vault.unlink("/" + name)
+                    log.info("removed %s left by an earlier mount", name)
+        except OSError as e:  # read-only mount or damaged root: leave them, they stay hidden
+            log.info("could not remove stale hidden files: %s", e)
 
     def destroy(self, path: str) -> None:
         """Unmounted: flush and close every file, then the vault itself (once)."""
@@ -197,10 +188,14 @@ class VaultOperations(Operations):
     @_op
     def getattr(self, path: str | None, fh: int | None = None) -> dict[str, int]:
         if fh is not None:
-            return stat_dict(self.handles.get(fh).getattr())
-        if path is None:
+            attr = self.handles.get(fh).getattr()
+        elif path is None:
             raise FuseOSError(errno.ENOENT)
-        return stat_dict(self.vault.getattr(path))
+        else:
+            attr = self.vault.getattr(path)
+        st = stat_dict(attr)
+        st["st_nlink"] = max(0, attr.st_nlink - self.hidden.count(attr.st_ino))
+        return st
 
     @_op
     def access(self, path: str, amode: int) -> None:
@@ -209,12 +204,31 @@ class VaultOperations(Operations):
         self.vault.getattr(path)
 
     @_op
+    def opendir(self, path: str) -> int:
+        # nullpath_ok withholds the path from readdir/fsyncdir: remember it here.
+        if not stat.S_ISDIR(self.vault.getattr(path).st_mode):
+            raise FuseOSError(errno.ENOTDIR)
+        return self.handles.add_dir(path)
+
+    @_op
+    def releasedir(self, path: str | None, fh: int) -> None:
+        self.handles.pop_dir(fh)
+
+    @_op
     def readdir(self, path: str | None, fh: int) -> Iterator[tuple[str, dict[str, int], int]]:
-        if path is None:
-            raise FuseOSError(errno.ENOENT)
-        entries = self.vault.listdir(path)  # decrypt everything before the first yield
-        result = [(".", {"st_mode": stat.S_IFDIR}, 0), ("..", {"st_mode": stat.S_IFDIR}, 0)]
-        result += [(name, {"st_mode": a.st_mode, "st_ino": a.st_ino}, 0) for name, a in entries]
+        path = self.handles.dir_path(fh)
+        entries = self.vault.listdir(path)  # decrypt all before the first entry
+        parent = path.rsplit("/", 1)[0] or "/"
+        # "." and ".." need their inode numbers: readers skip entries with d_ino 0.
+        result = [
+            (".", {"st_mode": stat.S_IFDIR, "st_ino": self.vault.getattr(path).st_ino}, 0),
+            ("..", {"st_mode": stat.S_IFDIR, "st_ino": self.vault.getattr(parent).st_ino}, 0),
+        ]
+        result += [
+            (name, {"st_mode": a.st_mode, "st_ino": a.st_ino}, 0)
+            for name, a in entries
+            if not name.startswith(HIDDEN_PREFIX)
+        ]
         return iter(result)
 
     @_op
@@ -236,6 +250,8 @@ class VaultOperations(Operations):
     @_op
     def unlink(self, path: str) -> None:
         self.vault.unlink(path)
+        if is_hidden(path):  # libfuse's last-close cleanup of a parked file
+            self.hidden.forget_parked(path)
 
     @_op
     def symlink(self, path: str, target: str) -> None:
@@ -247,7 +263,15 @@ class VaultOperations(Operations):
 
     @_op
     def rename(self, old: str, new: str, flags: int = 0) -> None:
-        self.vault.rename(old, new, flags)
+        if not is_hidden(new) or is_hidden(old):
+            self.vault.rename(old, new, flags)
+            return
+        # libfuse hiding an unlinked-but-open file: to the caller that name is gone,
+        # and its directory must stay removable, so the file is parked in the root.
+        ino = self.vault.getattr(old).st_ino
+        parked = self.hidden.park()
+        self.vault.rename(old, parked, flags)
+        self.hidden.add(new, parked, ino)
 
     @_op
     def chmod(self, path: str | None, mode: int) -> None:
@@ -290,8 +314,7 @@ class VaultOperations(Operations):
 
     @_op
     def fsyncdir(self, path: str | None, datasync: int, fh: int) -> None:
-        if path is not None:
-            self.vault.fsyncdir(path)
+        self.vault.fsyncdir(self.handles.dir_path(fh))
 
     # ---- file I/O -----------------------------------------------------------
 

@@ -5,10 +5,7 @@ nothing gets mounted), then forks the daemon, which serves FUSE from the already
 unlocked vault: the key never travels.  The parent returns only when the daemon's
 ``init`` callback has run, i.e. the kernel connected and the mount answers.
 
-Daemon state lives in a small JSON file per mountpoint under the runtime directory
-(``/run/vaultfs`` for root, ``$XDG_RUNTIME_DIR/vaultfs`` or ``/tmp/vaultfs-UID``
-otherwise; ``VAULTFS_RUN_DIR`` overrides): the daemon's pid and start time (so a
-recycled pid is never signalled) and the mountpoint's mode before it was locked.
+The daemon's pid and the mountpoint's mode live in a state file (mountstate.py).
 
 Fail closed: after every unmount the empty mountpoint gets mode 0, so an app that
 writes its nightly backup while the vault is locked fails instead of writing
@@ -18,8 +15,6 @@ plaintext (root bypasses modes: the README says so); ``mount`` restores the mode
 from __future__ import annotations
 
 import contextlib
-import hashlib
-import json
 import logging
 import os
 import select
@@ -30,11 +25,21 @@ import subprocess
 import sys
 import threading
 import time
-from dataclasses import asdict, dataclass
 from typing import Any
 
 from . import errors
 from . import log as vlog
+from .mountstate import (
+    MountState,
+    canonical,
+    daemon_alive,
+    is_stale,
+    load_state,
+    mounted,
+    process_start,
+    save_state,
+    vaultfs_mounted,
+)
 
 log = logging.getLogger(__name__)
 
@@ -42,106 +47,6 @@ DEFAULT_MODE = 0o755
 MAX_IO = 1 << 20  # bytes per FUSE read request (also max_write, set in fs.init_with_config)
 READY_TIMEOUT = 60.0  # seconds the parent waits for the daemon's mount to answer
 EXIT_TIMEOUT = 120.0  # seconds `lock` waits for the daemon to flush and exit
-
-
-# ---- state file ---------------------------------------------------------------
-
-
-@dataclass
-class MountState:
-    mountpoint: str
-    backing: str
-    mode: int  # mountpoint mode to restore on the next mount
-    pid: int | None = None
-    start: str | None = None  # /proc/PID/stat start time: guards against pid reuse
-
-
-def run_dir() -> str:
-    """Where state files live (created 0700 on demand)."""
-    if env := os.environ.get("VAULTFS_RUN_DIR"):
-        return env
-    if os.geteuid() == 0:
-        return "/run/vaultfs"
-    if xdg := os.environ.get("XDG_RUNTIME_DIR"):
-        return os.path.join(xdg, "vaultfs")
-    return f"/tmp/vaultfs-{os.geteuid()}"
-
-
-def canonical(mountpoint: str) -> str:
-    """Absolute path with the parent resolved; the last part is not followed (it may be a dead mount)."""
-    path = os.path.abspath(mountpoint)
-    return os.path.join(os.path.realpath(os.path.dirname(path)), os.path.basename(path))
-
-
-def state_path(mountpoint: str) -> str:
-    digest = hashlib.sha256(mountpoint.encode("utf-8", "surrogateescape")).hexdigest()[:24]
-    return os.path.join(run_dir(), f"{digest}.json")
-
-
-def load_state(mountpoint: str) -> MountState | None:
-    try:
-        with open(state_path(mountpoint), encoding="utf-8") as f:
-            data = json.load(f)
-        state = MountState(**data)
-    except (OSError, ValueError, TypeError):
-        return None
-    return state if state.mountpoint == mountpoint else None
-
-
-def save_state(state: MountState) -> None:
-    """Write atomically so `lock` never reads half a file."""
-    directory = run_dir()
-    os.makedirs(directory, mode=0o700, exist_ok=True)
-    path = state_path(state.mountpoint)
-    tmp = f"{path}.{os.getpid()}.tmp"
-    with open(tmp, "w", encoding="utf-8") as f:
-        json.dump(asdict(state), f)
-    os.replace(tmp, path)
-
-
-def process_start(pid: int) -> str | None:
-    """Start time of a live (non-zombie) process, or None."""
-    try:
-        with open(f"/proc/{pid}/stat", encoding="ascii", errors="replace") as f:
-            fields = f.read().rsplit(")", 1)[1].split()
-    except (OSError, IndexError):
-        return None
-    return None if fields[0] in ("Z", "X") else fields[19]
-
-
-def daemon_alive(state: MountState | None) -> bool:
-    return bool(state and state.pid and state.start and process_start(state.pid) == state.start)
-
-
-# ---- mount table ----------------------------------------------------------------
-
-
-def _unescape(field: str) -> str:
-    """/proc/self/mountinfo escapes space, tab, newline and backslash as octal."""
-    out, i = [], 0
-    while i < len(field):
-        if field[i] == "\\" and field[i + 1 : i + 4].isdigit():
-            out.append(chr(int(field[i + 1 : i + 4], 8)))
-            i += 4
-        else:
-            out.append(field[i])
-            i += 1
-    return "".join(out)
-
-
-def mounted(mountpoint: str) -> bool:
-    """Whether something is mounted exactly at mountpoint (works for dead FUSE mounts too)."""
-    with open("/proc/self/mountinfo", encoding="utf-8", errors="surrogateescape") as f:
-        return any(_unescape(line.split()[4]) == mountpoint for line in f if line.strip())
-
-
-def is_stale(mountpoint: str) -> bool:
-    """A FUSE mount whose daemon died answers ENOTCONN."""
-    try:
-        os.stat(mountpoint)
-    except OSError as e:
-        return e.errno in (107, 103)  # ENOTCONN, ECONNABORTED
-    return False
 
 
 def fusermount(*flags: str, mountpoint: str) -> subprocess.CompletedProcess[str]:
@@ -292,6 +197,8 @@ def cmd_mount(args: Any) -> int:
 
     mountpoint = canonical(args.mountpoint)
     backing = os.path.abspath(args.backing)
+    if args.log:
+        args.log = os.path.abspath(args.log)  # the daemon changes to /
     check_fuse()
     touched = prepare_mountpoint(mountpoint, backing)
     try:
@@ -392,8 +299,12 @@ def _wait_ready(read_fd: int) -> str | None:
 def _daemon(vault: Any, args: Any, state: MountState, write_fd: int) -> int:
     """Child side: new session, logs to file/syslog, serve until unmounted."""
     os.setsid()
+    try:
+        vlog.setup(foreground=False, logfile=args.log)
+    except OSError as e:
+        os.write(write_fd, f"E--log {args.log}: {e.strerror}".encode())
+        return errors.MountError.exit_code
     os.chdir("/")
-    vlog.setup(foreground=False, logfile=args.log)
     null = os.open(os.devnull, os.O_RDWR)
     os.dup2(null, 0)
     os.dup2(null, 1)
@@ -413,8 +324,11 @@ def _daemon(vault: Any, args: Any, state: MountState, write_fd: int) -> int:
         serve(vault, args, state.mountpoint, ready)
     except errors.VaultError as e:
         os.lseek(captured, 0, os.SEEK_SET)
-        said = [line for line in os.read(captured, 65536).decode("utf-8", "replace").splitlines()
-                if line.strip() and "max threads" not in line]
+        said = [
+            line
+            for line in os.read(captured, 65536).decode("utf-8", "replace").splitlines()
+            if line.strip() and "max threads" not in line
+        ]
         detail = f"{e.message} ({'; '.join(said)})" if said else e.message
         with contextlib.suppress(OSError):
             os.write(write_fd, b"E" + detail.encode())
@@ -432,6 +346,12 @@ def _daemon(vault: Any, args: Any, state: MountState, write_fd: int) -> int:
 # ---- lock -------------------------------------------------------------------------------
 
 
+def terminate(state: MountState) -> None:
+    """SIGTERM to the daemon: libfuse detaches the mount, the daemon flushes and exits."""
+    if state.pid and state.pid > 0 and daemon_alive(state):
+        os.kill(state.pid, signal.SIGTERM)
+
+
 def wait_exit(state: MountState, timeout: float) -> bool:
     deadline = time.monotonic() + timeout
     while daemon_alive(state):
@@ -445,7 +365,9 @@ def cmd_lock(args: Any) -> int:
     mountpoint = canonical(args.mountpoint)
     state = load_state(mountpoint)
     alive = daemon_alive(state)
-    is_mounted = mounted(mountpoint)
+    if mounted(mountpoint) and not vaultfs_mounted(mountpoint):
+        raise errors.LockError(f"{mountpoint} is not a vaultfs mount")
+    is_mounted = vaultfs_mounted(mountpoint)
     if not is_mounted and not alive:
         if state is None:
             raise errors.LockError(f"nothing is mounted at {mountpoint}")
@@ -459,15 +381,15 @@ def cmd_lock(args: Any) -> int:
             # Busy (a file or cwd is open in it): the daemon detaches the mount lazily,
             # closes every file through the vault (flushing them) and exits.
             log.info("unmount failed (%s); asking the daemon to detach", result.stderr.strip())
-            os.kill(state.pid or 0, signal.SIGTERM)
+            terminate(state)
     elif alive:  # detached already, still closing
         assert state is not None
-        os.kill(state.pid or 0, signal.SIGTERM)
+        terminate(state)
     if state is not None and not wait_exit(state, EXIT_TIMEOUT):
         raise errors.LockError(f"the vaultfs daemon (pid {state.pid}) did not exit within {EXIT_TIMEOUT:.0f} s")
-    if mounted(mountpoint):  # the daemon died (kill -9) or never got to unmount
+    if vaultfs_mounted(mountpoint):  # the daemon died (kill -9) or never got to unmount
         result = fusermount("-u", "-z", mountpoint=mountpoint)
-        if result.returncode != 0 and mounted(mountpoint):
+        if result.returncode != 0 and vaultfs_mounted(mountpoint):
             raise errors.LockError(f"could not remove the mount at {mountpoint}: {result.stderr.strip()}")
         print(f"vaultfs: removed a stale mount at {mountpoint}", flush=True)
     if state is None:
