@@ -18,6 +18,19 @@ from vaultfs.content import EncryptedFile
 FileKey = tuple[int, int]  # (st_dev, st_ino)
 
 
+def _open_noatime(path: str, mode: int) -> int:
+    """Open a backing file so that vaultfs's own header and block reads leave its atime alone.
+
+    The backing atime is the plaintext atime; O_NOATIME is refused (EPERM) on files the
+    daemon does not own, where the plain open is the best that can be done.
+    """
+    flags = mode | os.O_NOFOLLOW | os.O_CLOEXEC
+    try:
+        return os.open(path, flags | os.O_NOATIME)
+    except PermissionError:
+        return os.open(path, flags)
+
+
 class OpenFile:
     def __init__(self, key: FileKey, fd: int, writable: bool, content: EncryptedFile) -> None:
         self.key = key
@@ -37,16 +50,15 @@ class OpenFileTable:
 
     def _open_fd(self, backing_path: str, want_write: bool) -> tuple[int, bool]:
         """Open read-write when possible (partial writes must read); read-only as a fallback."""
-        flags = os.O_NOFOLLOW | os.O_CLOEXEC
         try:
-            return os.open(backing_path, os.O_RDWR | flags), True
+            return _open_noatime(backing_path, os.O_RDWR), True
         except PermissionError:
             if want_write:
                 raise
         except OSError as exc:
             if exc.errno != errno.EROFS or want_write:
                 raise
-        return os.open(backing_path, os.O_RDONLY | flags), False
+        return _open_noatime(backing_path, os.O_RDONLY), False
 
     def acquire(self, backing_path: str, label: str, want_write: bool, new_file: bool = False,
                 fd: int | None = None) -> OpenFile:
