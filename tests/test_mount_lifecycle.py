@@ -157,7 +157,8 @@ def test_idle_auto_lock(new_vault: Vault) -> None:
         assert new_vault.is_mounted(), "an open file keeps the vault unlocked"
         os.close(fd)
         assert wait_until(lambda: not new_vault.is_mounted(), timeout=10)
-        assert stat.S_IMODE(os.stat(new_vault.mnt).st_mode) == 0
+        # the daemon sets mode 0 once its FUSE loop has ended, just after the unmount
+        assert wait_until(lambda: stat.S_IMODE(os.stat(new_vault.mnt).st_mode) == 0, timeout=10)
 
 
 def test_read_only_mount(new_vault: Vault) -> None:
