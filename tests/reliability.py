@@ -45,5 +45,6 @@ def run(*args: str, timeout: float = 600, check: bool = True, **kw) -> subproces
     result = subprocess.run(list(args), capture_output=True, text=True, timeout=timeout, check=False, **kw)
     if check and result.returncode != 0:
         output = f"{result.stdout[-3000:]}\n{result.stderr[-3000:]}"
+        output = result.stdout[-3000:] + "\n" + result.stderr[-3000:]
         raise AssertionError(f"{' '.join(args)} -> {result.returncode}\n{output}")
     return result
