@@ -29,7 +29,7 @@ def daemon_alive(vault: Vault) -> bool:
 def test_fio_with_crc32c_verification(mounted_vault: Vault, name: str, options: list[str]) -> None:
     need("fio")
     result = run("fio", f"--name={name}", f"--directory={mounted_vault.mnt}", "--verify=crc32c", "--do_verify=1",
-                 "--verify_fatal=1", "--group_reporting", *options)
+                 "--verify_fatal=1", "--verify_state_save=0", "--group_reporting", *options)
     assert "err= 0" in result.stdout, result.stdout
     assert "verify" not in result.stderr.lower(), result.stderr
     assert daemon_alive(mounted_vault)

@@ -34,12 +34,18 @@ def read_bounded(path: str, limit: int) -> bytes:
 
 
 def write_new_file(path: str, data: bytes, mode: int = 0o600) -> None:
-    """Create ``path`` exclusively with ``data`` (O_EXCL: never overwrite anything)."""
+    """Create ``path`` exclusively with ``data`` (O_EXCL: never overwrite anything).
+
+    On failure (a full disk) the half-created file is removed again.
+    """
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, mode)
     try:
-        os.write(fd, data)
-    finally:
+        pwrite_all(fd, data, 0)
+    except BaseException:
         os.close(fd)
+        os.unlink(path)
+        raise
+    os.close(fd)
 
 
 def fsync_dir(path: str) -> None:
@@ -62,7 +68,7 @@ def atomic_replace(path: str, data: bytes, mode: int = 0o600, backup: str | None
         os.unlink(tmp)  # a leftover of a crash: never the live file
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, mode)
     try:
-        os.write(fd, data)
+        pwrite_all(fd, data, 0)
         os.fchmod(fd, mode)
         os.fsync(fd)
     finally:
@@ -88,3 +94,36 @@ def rename2(old: str, new: str, flags: int) -> None:
     if result != 0:
         err = ctypes.get_errno()
         raise OSError(err, os.strerror(err), old)
+
+
+_FALLOC_FL_KEEP_SIZE = 1
+_fallocate = getattr(_libc, "fallocate64", None) or getattr(_libc, "fallocate", None)
+if _fallocate is not None:
+    _fallocate.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_int64, ctypes.c_int64]
+
+
+def reserve(fd: int, offset: int, length: int) -> None:
+    """Allocate disk space for [offset, offset + length) without changing the file size.
+
+    Done before an extending write, so that a full disk fails the write with ENOSPC
+    before any block is touched, instead of half-way through it. Filesystems that
+    cannot preallocate are written to without a reservation.
+    """
+    if length <= 0 or _fallocate is None:
+        return
+    if _fallocate(fd, _FALLOC_FL_KEEP_SIZE, offset, length) != 0:
+        err = ctypes.get_errno()
+        if err in (errno.EOPNOTSUPP, errno.ENOSYS, errno.EINVAL):
+            return
+        raise OSError(err, os.strerror(err))
+
+
+def pwrite_all(fd: int, data: bytes | bytearray | memoryview, offset: int) -> None:
+    """pwrite until everything is written: a short write must never be taken for success."""
+    view = memoryview(data)
+    while view:
+        written = os.pwrite(fd, view, offset)
+        if written == 0:
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        view = view[written:]
+        offset += written

@@ -13,7 +13,7 @@ import errno
 import os
 from collections.abc import Callable
 
-from vaultfs import blocks, crypto
+from vaultfs import backing, blocks, crypto
 from vaultfs.errors import IntegrityError
 from vaultfs.keys import FILE_ID_SIZE
 
@@ -82,7 +82,7 @@ class EncryptedFile:
         file_id = crypto.random_bytes(FILE_ID_SIZE)
         header = build_header(file_id, block_size)
         block = crypto.Gcm(key_for(file_id)).seal(b"", blocks.block_aad(header, 0, True))
-        os.pwrite(fd, header + block, 0)
+        backing.pwrite_all(fd, header + block, 0)
         os.ftruncate(fd, blocks.HEADER_SIZE + len(block))
 
     def _set_header(self, header: bytes, file_id: bytes) -> None:
@@ -160,10 +160,13 @@ class EncryptedFile:
         old_last, new_last = self._last_index(old_size), self._last_index(new_size)
         slices = blocks.explode_range(offset, len(data), bs)
         first = slices[0].index
-        if new_last != old_last and first > old_last:
+        old_end, new_end = blocks.cipher_size(old_size, bs), blocks.cipher_size(new_size, bs)
+        backing.reserve(self.fd, old_end, new_end - old_end)  # a full disk fails here, nothing touched
+        remarked = new_last != old_last and first > old_last
+        if remarked:
             # Re-mark the old last block as not last before anything is appended after it.
             (plain,) = self._read_blocks(old_last, old_last)
-            os.pwrite(self.fd, self._seal(old_last, plain, False), blocks.block_offset(old_last, bs))
+            backing.pwrite_all(self.fd, self._seal(old_last, plain, False), blocks.block_offset(old_last, bs))
         lengths = [blocks.block_plain_length(s.index, new_size, bs) for s in slices]
         out = bytearray(sum(lengths) + blocks.BLOCK_OVERHEAD * len(slices))
         view = memoryview(out)
@@ -184,7 +187,13 @@ class EncryptedFile:
             seal_into(nonces[12 * n : 12 * n + 12], plain, blocks.block_aad(header, index, index == new_last),
                       view[written : written + span])
             written += span
-        os.pwrite(self.fd, out, blocks.block_offset(first, bs))
+        try:
+            backing.pwrite_all(self.fd, out, blocks.block_offset(first, bs))
+        except OSError:
+            if remarked:  # the write only appended: undo it and give the old last block its mark back
+                os.ftruncate(self.fd, old_end)
+                backing.pwrite_all(self.fd, self._seal(old_last, plain, True), blocks.block_offset(old_last, bs))
+            raise
         self.size = new_size
 
     def truncate(self, new_size: int) -> None:
@@ -203,6 +212,6 @@ class EncryptedFile:
             index = self._last_index(new_size)
             (plain,) = self._read_blocks(index, index)
             keep = blocks.block_plain_length(index, new_size, self._bs)
-            os.pwrite(self.fd, self._seal(index, plain[:keep], True), blocks.block_offset(index, self._bs))
+            backing.pwrite_all(self.fd, self._seal(index, plain[:keep], True), blocks.block_offset(index, self._bs))
             os.ftruncate(self.fd, blocks.cipher_size(new_size, self._bs))
             self.size = new_size

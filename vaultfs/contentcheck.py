@@ -12,7 +12,7 @@ import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from vaultfs import blocks, crypto
+from vaultfs import backing, blocks, crypto
 from vaultfs.content import parse_header
 
 CHUNK_BLOCKS = 256
@@ -85,5 +85,5 @@ def repair_torn_append(fd: int, key_for: Callable[[bytes], bytes], block_size: i
     offset = blocks.block_offset(index, block_size)
     sealed = os.pread(fd, blocks.block_plain_length(index, size, block_size) + blocks.BLOCK_OVERHEAD, offset)
     plain = gcm.open(sealed, blocks.block_aad(header, index, False))
-    os.pwrite(fd, gcm.seal(plain, blocks.block_aad(header, index, True)), offset)
+    backing.pwrite_all(fd, gcm.seal(plain, blocks.block_aad(header, index, True)), offset)
     os.fsync(fd)

@@ -18,6 +18,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import BinaryIO
 
+from vaultfs import backing
 from vaultfs.entries import Attr, join_path, split_path
 from vaultfs.errors import IntegrityError
 from vaultfs.progress import Progress
@@ -78,7 +79,7 @@ def _export_file(vault: Vault, path: str, target: str, progress: Progress) -> in
                 data = handle.read(written, CHUNK)
                 if not data:
                     break
-                os.write(fd, data)
+                backing.pwrite_all(fd, data, written)
                 written += len(data)
                 progress.add_bytes(len(data))
         finally:
