@@ -150,3 +150,14 @@ def tree_strings(root: Path, min_len: int = 8) -> set[bytes]:
 
 def have(tool: str) -> bool:
     return shutil.which(tool) is not None
+
+
+def backing_path(vault: Vault, path: str) -> Path:
+    """The backing entry of a vault path, computed with the Python API beside the daemon."""
+    from vaultfs.vault import Vault as ApiVault
+
+    reader = ApiVault.unlock(str(vault.backing), PASSWORD, read_only=True)
+    try:
+        return Path(reader._entry(path).path)
+    finally:
+        reader.close()

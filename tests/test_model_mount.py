@@ -212,17 +212,19 @@ class Run:
         self.handles.clear()
 
 
-def test_random_operations_match_the_model(mounted_vault: Vault) -> None:
+def run_model(vault: Vault, steps: int, compare_every: int = 1) -> int:
+    """Run ``steps`` random operations on ``vault``'s mount and the model, remount, compare; return the seed."""
     seed = int(os.environ.get("VAULTFS_MODEL_SEED", random.SystemRandom().randrange(2**32)))
-    root = mounted_vault.mnt / "model"
+    root = vault.mnt / "model"
     root.mkdir()
     run = Run(root, random.Random(seed))
     try:
-        for _ in range(STEPS):
+        for step in range(steps):
             run.step()
-            run.compare()
+            if step % compare_every == 0 or step == steps - 1:
+                run.compare()
         run.close_all()
-        mounted_vault.remount()
+        vault.remount()
         run.compare()
     except BaseException as e:
         recent = "; ".join(run.log[-8:])
@@ -231,4 +233,9 @@ def test_random_operations_match_the_model(mounted_vault: Vault) -> None:
         for h in run.handles:
             with contextlib.suppress(OSError):
                 os.close(h.fd)
+    return seed
+
+
+def test_random_operations_match_the_model(mounted_vault: Vault) -> None:
+    run_model(mounted_vault, STEPS)
     assert not mounted_vault.log_problems()

@@ -8,27 +8,17 @@ from pathlib import Path
 
 import pytest
 
-from tests.mounting import PASSWORD, mounted, vaultfs
 from tests.mounting import Vault as MountVault
+from tests.mounting import backing_path, mounted, vaultfs
 from tests.test_conflicts import PROVIDERS
 from tests.test_transfer import assert_same_tree, make_tree
-from vaultfs.vault import Vault
-
-
-def backing_entry(vault: MountVault, path: str) -> Path:
-    """The backing path of a vault path, computed with the Python API beside the daemon."""
-    reader = Vault.unlock(str(vault.backing), PASSWORD, read_only=True)
-    try:
-        return Path(reader._entry(path).path)
-    finally:
-        reader.close()
 
 
 def plant_conflict(vault: MountVault, path: str, suffix: str, scratch: str) -> Path:
     """Turn the scratch file's ciphertext into a sync client's conflict copy of ``path``."""
-    original = backing_entry(vault, path)
+    original = backing_path(vault, path)
     copy = original.with_name(original.name[:-4] + suffix + original.name[-4:])
-    os.rename(backing_entry(vault, scratch), copy)
+    os.rename(backing_path(vault, scratch), copy)
     return copy
 
 

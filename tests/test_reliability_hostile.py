@@ -8,20 +8,11 @@ from pathlib import Path
 
 import pytest
 
-from tests.mounting import PASSWORD, Vault, mounted
+from tests.mounting import Vault, backing_path, mounted
 from tests.reliability import daemon_pid
 from vaultfs import mountstate
-from vaultfs.vault import Vault as ApiVault
 
 pytestmark = pytest.mark.slow
-
-
-def backing(vault: Vault, path: str) -> Path:
-    reader = ApiVault.unlock(str(vault.backing), PASSWORD, read_only=True)
-    try:
-        return Path(reader._entry(path).path)
-    finally:
-        reader.close()
 
 
 def test_hostile_entries_through_the_mount(new_vault: Vault, tmp_path: Path) -> None:
@@ -39,19 +30,19 @@ def test_hostile_entries_through_the_mount(new_vault: Vault, tmp_path: Path) -> 
         (mnt / ("long" * 40)).write_text("long")
         # vandalise the backing directory behind the daemon's back
         for name, size in (("hdr0", 0), ("hdr5", 5), ("hdr39", 39), ("hdr41", 41), ("hdr1m", 1 << 20)):
-            backing(new_vault, f"/{name}").write_bytes(os.urandom(size))
-        path = backing(new_vault, "/blocksize")
+            backing_path(new_vault, f"/{name}").write_bytes(os.urandom(size))
+        path = backing_path(new_vault, "/blocksize")
         raw = bytearray(path.read_bytes())
         raw[5] = 16
         path.write_bytes(raw)
-        path = backing(new_vault, "/escape")
+        path = backing_path(new_vault, "/escape")
         path.unlink()
         path.symlink_to(outside / "loot")
-        path = backing(new_vault, "/fifo")
+        path = backing_path(new_vault, "/fifo")
         path.unlink()
         os.mkfifo(path)
-        (backing(new_vault, "/nodirid") / "vaultfs.dirid").unlink()
-        moved = backing(new_vault, "/dir/inside")
+        (backing_path(new_vault, "/nodirid") / "vaultfs.dirid").unlink()
+        moved = backing_path(new_vault, "/dir/inside")
         os.rename(moved, new_vault.backing / moved.name)  # decrypts only in /dir
         (new_vault.backing / "garbage name.vfs").write_text("junk")
         (new_vault.backing / "desktop.ini").write_text("junk")

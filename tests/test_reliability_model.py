@@ -5,15 +5,11 @@ CI runs 10,000 operations; ``VAULTFS_SLOW_SCALE=10`` runs 100,000 by hand.
 
 from __future__ import annotations
 
-import contextlib
-import os
-import random
-
 import pytest
 
 from tests.mounting import Vault, vaultfs
 from tests.reliability import SCALE
-from tests.test_model_mount import Run
+from tests.test_model_mount import run_model
 
 pytestmark = pytest.mark.slow
 
@@ -21,25 +17,7 @@ STEPS = 10_000 * SCALE
 
 
 def test_long_random_run_then_fsck_finds_nothing(mounted_vault: Vault) -> None:
-    seed = int(os.environ.get("VAULTFS_MODEL_SEED", random.SystemRandom().randrange(2**32)))
-    root = mounted_vault.mnt / "model"
-    root.mkdir()
-    run = Run(root, random.Random(seed))
-    try:
-        for step in range(STEPS):
-            run.step()
-            if step % 10 == 0 or step == STEPS - 1:
-                run.compare()
-        run.close_all()
-        mounted_vault.remount()
-        run.compare()
-    except BaseException as e:
-        recent = "; ".join(run.log[-8:])
-        raise AssertionError(f"long model run failed with VAULTFS_MODEL_SEED={seed} after: {recent}") from e
-    finally:
-        for h in run.handles:
-            with contextlib.suppress(OSError):
-                os.close(h.fd)
+    seed = run_model(mounted_vault, STEPS, compare_every=10)
     mounted_vault.lock()
     result = vaultfs("fsck", str(mounted_vault.backing), "--passfile", str(mounted_vault.passfile), check=False)
     mounted_vault.mount()
