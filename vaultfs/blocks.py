@@ -7,6 +7,7 @@ block (the last one, possibly empty).  See docs/format.md "File contents".
 
 from __future__ import annotations
 
+import struct
 from typing import NamedTuple
 
 HEADER_SIZE = 40
@@ -77,3 +78,19 @@ def explode_range(offset: int, length: int, block_size: int = DEFAULT_BLOCK_SIZE
 def block_aad(header: bytes, index: int, is_last: bool) -> bytes:
     """AAD of a block: header ‖ u64 big-endian block index ‖ is_last byte."""
     return header + index.to_bytes(8, "big") + (b"\x01" if is_last else b"\x00")
+
+
+_INDEX_FLAG = struct.Struct(">QB")
+
+
+def block_aads(header: bytes, first: int, last: int, final: int) -> list[bytes]:
+    """AADs of blocks first..last (inclusive) of a file whose last block is ``final``."""
+    pack = _INDEX_FLAG.pack
+    return [header + pack(i, i == final) for i in range(first, last + 1)]
+
+
+def range_lengths(first: int, last: int, end: int, block_size: int = DEFAULT_BLOCK_SIZE) -> list[int]:
+    """Plaintext lengths of blocks first..last when the data ends at ``end`` (inside block ``last``)."""
+    lengths = [block_size] * (last - first + 1)
+    lengths[-1] = end - last * block_size
+    return lengths

@@ -100,25 +100,23 @@ class EncryptedFile:
     def _decrypt_range(self, first: int, last: int) -> bytearray:
         """Plaintext of blocks first..last (inclusive) of the current file.
 
-        One pread for the whole range; each block is decrypted straight into one output
-        buffer (no per-block bytes objects): this loop is the read path's hot spot.
+        One pread for the whole range, every block decrypted straight into one output
+        buffer by crypto.Gcm.open_blocks: this is the read path's hot spot.
         """
         size, bs, stored_size = self.size, self._bs, self._stored
         final = self._last_index(size)
-        stored = memoryview(os.pread(self.fd, (last - first + 1) * stored_size, blocks.block_offset(first, bs)))
-        plain = bytearray(min(size, (last + 1) * bs) - first * bs)
-        out = memoryview(plain)
-        header, open_into = self._header, self._gcm.open_into
-        for n in range(last - first + 1):
-            index = first + n
-            length = min(bs, size - index * bs)
-            chunk = stored[n * stored_size : n * stored_size + length + blocks.BLOCK_OVERHEAD]
-            if len(chunk) != length + blocks.BLOCK_OVERHEAD:
-                raise IntegrityError(f"{self.label}: block {index} is truncated")
-            try:
-                open_into(chunk, blocks.block_aad(header, index, index == final), out[n * bs : n * bs + length])
-            except crypto.AuthenticationFailed:
-                raise IntegrityError(f"{self.label}: block {index} failed authentication") from None
+        end = min(size, (last + 1) * bs)
+        lengths = blocks.range_lengths(first, last, end, bs)
+        want = (last - first) * stored_size + lengths[-1] + blocks.BLOCK_OVERHEAD
+        stored = memoryview(os.pread(self.fd, want, blocks.block_offset(first, bs)))
+        if len(stored) != want:
+            raise IntegrityError(f"{self.label}: block {first + len(stored) // stored_size} is truncated")
+        plain = bytearray(end - first * bs)
+        try:
+            self._gcm.open_blocks(stored, stored_size, lengths, blocks.block_aads(self._header, first, last, final),
+                                  memoryview(plain), bs)
+        except crypto.AuthenticationFailed as exc:
+            raise IntegrityError(f"{self.label}: block {first + exc.args[1]} failed authentication") from None
         return plain
 
     def _read_blocks(self, first: int, last: int) -> list[bytes]:
@@ -152,47 +150,44 @@ class EncryptedFile:
     def _write_range(self, offset: int, data: bytes | memoryview) -> None:
         """Write data at offset <= size: read-modify-write of partial edge blocks, one pwrite.
 
-        Blocks are sealed straight into one output buffer with nonces from one getrandom
-        call; only a partial first or last block is read and decrypted first.
+        The new plaintext of the touched blocks is ``data`` itself when the range starts
+        on a block boundary and ends at a block boundary or at the (new) end of file;
+        otherwise the old head and tail bytes are decrypted and joined around it.  All
+        blocks are sealed into one buffer, with nonces from one getrandom call.
         """
         old_size, bs = self.size, self._bs
-        new_size = max(old_size, offset + len(data))
+        end = offset + len(data)
+        new_size = max(old_size, end)
         old_last, new_last = self._last_index(old_size), self._last_index(new_size)
-        slices = blocks.explode_range(offset, len(data), bs)
-        first = slices[0].index
+        first, last = offset // bs, (end - 1) // bs
         old_end, new_end = blocks.cipher_size(old_size, bs), blocks.cipher_size(new_size, bs)
         backing.reserve(self.fd, old_end, new_end - old_end)  # a full disk fails here, nothing touched
         remarked = new_last != old_last and first > old_last
         if remarked:
             # Re-mark the old last block as not last before anything is appended after it.
-            (plain,) = self._read_blocks(old_last, old_last)
-            backing.pwrite_all(self.fd, self._seal(old_last, plain, False), blocks.block_offset(old_last, bs))
-        lengths = [blocks.block_plain_length(s.index, new_size, bs) for s in slices]
-        out = bytearray(sum(lengths) + blocks.BLOCK_OVERHEAD * len(slices))
-        view = memoryview(out)
-        nonces = crypto.random_bytes(crypto.GCM_NONCE_SIZE * len(slices))
-        header, seal_into = self._header, self._gcm.seal_into
-        pos = written = 0
-        for n, (index, skip, take) in enumerate(slices):
-            piece = data[pos : pos + take]
-            pos += take
-            old_len = blocks.block_plain_length(index, old_size, bs)
-            if skip == 0 and take >= old_len:
-                plain = piece  # the block is entirely replaced: nothing to read
-            else:
-                old = self._decrypt_range(index, index) if old_len else b""
-                plain = bytes(old[:skip]) + bytes(piece) + bytes(old[skip + take :])
-            assert len(plain) == lengths[n]
-            span = lengths[n] + blocks.BLOCK_OVERHEAD
-            seal_into(nonces[12 * n : 12 * n + 12], plain, blocks.block_aad(header, index, index == new_last),
-                      view[written : written + span])
-            written += span
+            (old_last_plain,) = self._read_blocks(old_last, old_last)
+            backing.pwrite_all(self.fd, self._seal(old_last, old_last_plain, False), blocks.block_offset(old_last, bs))
+        head = offset - first * bs  # old bytes kept before the range, in block `first`
+        block_end = min(new_size, (last + 1) * bs)  # old bytes kept after the range, up to here
+        if head or end < block_end:
+            edge_first = self._decrypt_range(first, first) if head else b""
+            edge_last = (edge_first if last == first and head else self._decrypt_range(last, last)) \
+                if end < block_end else b""
+            plain = b"".join((memoryview(edge_first)[:head], data,
+                              memoryview(edge_last)[end - last * bs : block_end - last * bs]))
+        else:
+            plain = data
+        lengths = blocks.range_lengths(first, last, block_end, bs)
+        out = bytearray(block_end - first * bs + blocks.BLOCK_OVERHEAD * len(lengths))
+        self._gcm.seal_blocks(crypto.random_bytes(crypto.GCM_NONCE_SIZE * len(lengths)), memoryview(plain).cast("B"),
+                              lengths, blocks.block_aads(self._header, first, last, new_last), memoryview(out))
         try:
             backing.pwrite_all(self.fd, out, blocks.block_offset(first, bs))
         except OSError:
             if remarked:  # the write only appended: undo it and give the old last block its mark back
                 os.ftruncate(self.fd, old_end)
-                backing.pwrite_all(self.fd, self._seal(old_last, plain, True), blocks.block_offset(old_last, bs))
+                backing.pwrite_all(self.fd, self._seal(old_last, old_last_plain, True),
+                                   blocks.block_offset(old_last, bs))
             raise
         self.size = new_size
 

@@ -161,6 +161,22 @@ def fuse_options(args: Any) -> dict[str, Any]:
     return opts
 
 
+def raise_readahead(mountpoint: str) -> None:
+    """Let the kernel read ahead MAX_IO per request instead of its default 128 KiB.
+
+    FUSE_INIT can only lower the kernel's read-ahead, so this is set afterwards, through
+    the mount's backing-device entry in sysfs (root only; otherwise the default stays).
+    One 1 MiB read request instead of eight of 128 KiB: cold sequential reads measured
+    about 20-25% faster (docs/performance.md).
+    """
+    try:
+        dev = os.stat(mountpoint).st_dev  # answered once the INIT reply is through
+        with open(f"/sys/class/bdi/{os.major(dev)}:{os.minor(dev)}/read_ahead_kb", "w") as f:
+            f.write(str(MAX_IO // 1024))
+    except OSError as e:
+        log.debug("read-ahead stays at the kernel default: %s", e)
+
+
 def idle_watch(ops: Any, mountpoint: str, idle: float, stop: threading.Event) -> None:
     """Unmount once nothing touched the vault for `idle` seconds and no file is open."""
     interval = max(0.2, min(idle / 4, 5.0))
@@ -178,7 +194,11 @@ def serve(vault: Any, args: Any, mountpoint: str, on_ready: Any) -> None:
     """Run FUSE until unmounted (lock, signal, idle); the vault is closed afterwards."""
     from . import fs
 
-    ops = fs.VaultOperations(vault, on_ready=on_ready)
+    def ready() -> None:
+        on_ready()
+        threading.Thread(target=raise_readahead, args=(mountpoint,), daemon=True).start()
+
+    ops = fs.VaultOperations(vault, on_ready=ready)
     stop = threading.Event()
     if args.idle:
         threading.Thread(target=idle_watch, args=(ops, mountpoint, args.idle, stop), daemon=True).start()
