@@ -20,7 +20,8 @@ from vaultfs.dirids import DIRID_NAME
 from vaultfs.entries import Dir, join_path
 from vaultfs.errors import IntegrityError
 from vaultfs.names import LONG_SUFFIX, SHORT_SUFFIX, SIDECAR_SUFFIX, is_reserved
-from vaultfs.vault import STAGING_PREFIX, Vault
+from vaultfs.staging import STAGING_PREFIX
+from vaultfs.vault import Vault
 
 
 @dataclass

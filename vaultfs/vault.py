@@ -18,7 +18,7 @@ from collections import OrderedDict
 
 from vaultfs import backing, blocks, keyfile
 from vaultfs.conflictfix import ConflictResolver
-from vaultfs.dirids import DIRID_NAME, DirIds
+from vaultfs.dirids import DirIds
 from vaultfs.entries import Attr, Dir, Entry, split_path
 from vaultfs.errors import IntegrityError
 from vaultfs.filehandle import FileHandle
@@ -34,13 +34,14 @@ from vaultfs.names import (
     NameCipher,
     is_reserved,
 )
+from vaultfs.namespace import NamespaceOps
 from vaultfs.openfiles import OpenFileTable
 from vaultfs.recovery import encode as encode_recovery_key
+from vaultfs.staging import StagingOps
 
 log = logging.getLogger("vaultfs")
 
 _DIR_CACHE_SIZE = 4096
-STAGING_PREFIX = "vaultfs.tmp-"  # reserved, so hidden: a file being imported is never visible half-written
 _FILE_KEY_CACHE_SIZE = 1024
 
 
@@ -62,7 +63,9 @@ def init_vault(backing_dir: str, password: str, kdf: KdfParams | None = None) ->
     return encode_recovery_key(keys.master_key)
 
 
-class Vault:
+class Vault(NamespaceOps, StagingOps):
+    """An unlocked vault. Namespace changes live in namespace.py, staged writes in staging.py."""
+
     def __init__(self, backing_dir: str, keys: VaultKeys, config: Config, read_only: bool = False) -> None:
         self.backing = os.path.abspath(backing_dir)
         self.read_only = read_only
@@ -330,49 +333,6 @@ class Vault:
                 raise
         return handle
 
-    def create_staged(self, path: str, mode: int) -> tuple[FileHandle, str]:
-        """Open a hidden new file in ``path``'s directory; ``publish_staged`` gives it the name.
-
-        Until then it is a reserved ``vaultfs.tmp-*`` entry: invisible in listings, removed
-        by ``remove_staged`` or ``fsck --repair`` if the writer dies.
-        """
-        self._writable()
-        entry = self._entry(path)
-        staged = os.path.join(entry.parent.backing, STAGING_PREFIX + os.urandom(8).hex())
-        fd = os.open(staged, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, mode & 0o7777)
-        try:
-            opened = self.open_files.acquire(staged, path, True, new_file=True, fd=fd)
-        except BaseException:
-            os.unlink(staged)
-            raise
-        return FileHandle(self.open_files, opened, os.O_RDWR, path), staged
-
-    def publish_staged(self, staged: str, path: str, mode: int, atime_ns: int, mtime_ns: int) -> None:
-        """Set the staged file's mode and times, then rename it over ``path`` in one step."""
-        self._writable()
-        with self._ns_lock:
-            entry = self._entry(path)
-            if os.path.dirname(staged) != entry.parent.backing:
-                raise OSError(errno.EXDEV, "staged file is in another directory", path)
-            if os.path.isdir(entry.path) and not os.path.islink(entry.path):
-                raise OSError(errno.EISDIR, os.strerror(errno.EISDIR), path)
-            os.chmod(staged, mode & 0o7777)
-            os.utime(staged, ns=(atime_ns, mtime_ns))
-            self._write_sidecar(entry)
-            os.rename(staged, entry.path)
-
-    def remove_staged(self, dir_path: str) -> int:
-        """Delete staging files an interrupted writer left in a directory; return how many."""
-        self._writable()
-        directory = self._dir(dir_path)
-        removed = 0
-        with os.scandir(directory.backing) as entries:
-            for item in entries:
-                if item.name.startswith(STAGING_PREFIX):
-                    os.unlink(item.path)
-                    removed += 1
-        return removed
-
     def truncate(self, path: str, size: int) -> None:
         handle = self.open(path, os.O_WRONLY)
         try:
@@ -394,111 +354,6 @@ class Vault:
                 raise OSError(errno.EEXIST, os.strerror(errno.EEXIST), path)
             self._write_sidecar(entry)
             os.mknod(entry.path, mode)
-
-    # ------------------------------------------------------------ namespace
-
-    def mkdir(self, path: str, mode: int) -> None:
-        self._writable()
-        with self._ns_lock:
-            entry = self._entry(path)
-            if self._exists(entry):
-                raise OSError(errno.EEXIST, os.strerror(errno.EEXIST), path)
-            self._write_sidecar(entry)
-            os.mkdir(entry.path, 0o700)
-            try:
-                self.dirids.create(entry.path)
-            except BaseException:
-                os.rmdir(entry.path)
-                raise
-            os.chmod(entry.path, mode & 0o7777)
-
-    def _check_empty_dir(self, backing_dir: str, path: str) -> None:
-        with os.scandir(backing_dir) as entries:
-            if any(item.name != DIRID_NAME for item in entries):
-                raise OSError(errno.ENOTEMPTY, os.strerror(errno.ENOTEMPTY), path)
-
-    def _remove_dir(self, backing_dir: str, path: str) -> None:
-        self._check_empty_dir(backing_dir, path)
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(os.path.join(backing_dir, DIRID_NAME))
-        os.rmdir(backing_dir)
-
-    def rmdir(self, path: str) -> None:
-        self._writable()
-        with self._ns_lock:
-            entry = self._entry(path)
-            if not stat.S_ISDIR(self._lstat(entry).st_mode):
-                raise OSError(errno.ENOTDIR, os.strerror(errno.ENOTDIR), path)
-            self._remove_dir(entry.path, path)
-            self._remove_sidecar(entry)
-            self._forget_dirs()
-
-    def unlink(self, path: str) -> None:
-        self._writable()
-        with self._ns_lock:
-            entry = self._entry(path)
-            if stat.S_ISDIR(self._lstat(entry).st_mode):
-                raise OSError(errno.EISDIR, os.strerror(errno.EISDIR), path)
-            os.unlink(entry.path)
-            self._remove_sidecar(entry)
-
-    def rename(self, old: str, new: str, flags: int = 0) -> None:
-        """rename(2) semantics, plus RENAME_NOREPLACE (1) and RENAME_EXCHANGE (2)."""
-        self._writable()
-        if flags & ~(backing.RENAME_NOREPLACE | backing.RENAME_EXCHANGE) or flags == 3:
-            raise OSError(errno.EINVAL, "invalid rename flags")
-        with self._ns_lock:
-            src, dst = self._entry(old), self._entry(new)
-            src_st = self._lstat(src)
-            if src.path == dst.path:
-                return
-            dst_st = os.lstat(dst.path) if self._exists(dst) else None
-            if flags & backing.RENAME_EXCHANGE:
-                if dst_st is None:
-                    raise OSError(errno.ENOENT, os.strerror(errno.ENOENT), new)
-                self._write_sidecar(src)
-                self._write_sidecar(dst)
-                backing.rename2(src.path, dst.path, backing.RENAME_EXCHANGE)
-                self._forget_dirs()
-                return
-            if dst_st is not None:
-                if flags & backing.RENAME_NOREPLACE:
-                    raise OSError(errno.EEXIST, os.strerror(errno.EEXIST), new)
-                src_dir, dst_dir = stat.S_ISDIR(src_st.st_mode), stat.S_ISDIR(dst_st.st_mode)
-                if src_dir and not dst_dir:
-                    raise OSError(errno.ENOTDIR, os.strerror(errno.ENOTDIR), new)
-                if dst_dir and not src_dir:
-                    raise OSError(errno.EISDIR, os.strerror(errno.EISDIR), new)
-                if dst_dir:
-                    if (dst.path + "/").startswith(src.path + "/"):
-                        raise OSError(errno.EINVAL, "cannot move a directory into itself", new)
-                    self._remove_dir(dst.path, new)
-            self._write_sidecar(dst)
-            os.rename(src.path, dst.path)
-            self._remove_sidecar(src)
-            if stat.S_ISDIR(src_st.st_mode) or dst_st is not None:
-                self._forget_dirs()
-
-    def link(self, existing: str, new: str) -> None:
-        self._writable()
-        with self._ns_lock:
-            src, dst = self._entry(existing), self._entry(new)
-            if stat.S_ISDIR(self._lstat(src).st_mode):
-                raise OSError(errno.EPERM, "hard links to directories are not allowed", existing)
-            if self._exists(dst):
-                raise OSError(errno.EEXIST, os.strerror(errno.EEXIST), new)
-            self._write_sidecar(dst)
-            os.link(src.path, dst.path, follow_symlinks=False)
-
-    def symlink(self, target: str, path: str) -> None:
-        self._writable()
-        encoded = self.names.encrypt_symlink(target)
-        with self._ns_lock:
-            entry = self._entry(path)
-            if self._exists(entry):
-                raise OSError(errno.EEXIST, os.strerror(errno.EEXIST), path)
-            self._write_sidecar(entry)
-            os.symlink(encoded, entry.path)
 
     # ------------------------------------------------------------ metadata
 
