@@ -271,93 +271,78 @@ def _add_kdf_flags(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--kdf-parallelism", type=_positive_int, metavar="N", help="argon2id lanes")
 
 
+PASSFILE_HELP = "read the password from FILE (first line), or from stdin with -"
+NEW_PASSFILE_HELP = "new password from FILE, or the next line of stdin with -"
+
+
+def _verb(sub: argparse._SubParsersAction, name: str, func, summary: str, description: str,
+          passfile: str | None = PASSFILE_HELP) -> argparse.ArgumentParser:
+    """A verb on BACKING: its parser with the BACKING argument and, if it needs one, --passfile."""
+    parser = sub.add_parser(name, help=summary, description=description)
+    parser.add_argument("backing", metavar="BACKING")
+    if passfile is not None:
+        parser.add_argument("--passfile", metavar="FILE|-", help=passfile)
+    parser.set_defaults(func=func)
+    return parser
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="vaultfs", description="Encrypted filesystem for chat backups bound for the cloud.")
     parser.add_argument("--version", action="version", version=f"vaultfs {__version__}")
     sub = parser.add_subparsers(dest="verb", metavar="VERB", parser_class=_Parser)
     sub.required = True
-    passfile_help = "read the password from FILE (first line), or from stdin with -"
 
-    p = sub.add_parser("init", help="create a new vault in an empty directory",
-                       description="Create a vault in BACKING (new or empty) and print its recovery key once.")
-    p.add_argument("backing", metavar="BACKING")
-    p.add_argument("--passfile", metavar="FILE|-", help=passfile_help)
+    p = _verb(sub, "init", cmd_init, "create a new vault in an empty directory",
+              "Create a vault in BACKING (new or empty) and print its recovery key once.")
     _add_kdf_flags(p)
-    p.set_defaults(func=cmd_init)
 
-    p = sub.add_parser("info", help="show the vault's format and key-slot parameters (no password)",
-                       description="Show format, cipher suite, block size and KDF parameters. No secrets.")
-    p.add_argument("backing", metavar="BACKING")
-    p.set_defaults(func=cmd_info)
+    _verb(sub, "info", cmd_info, "show the vault's format and key-slot parameters (no password)",
+          "Show format, cipher suite, block size and KDF parameters. No secrets.", passfile=None)
 
-    p = sub.add_parser("passwd", help="change the password (no file is re-encrypted)",
-                       description="Change the password: the master key is re-wrapped, files stay as they are.")
-    p.add_argument("backing", metavar="BACKING")
-    p.add_argument("--passfile", metavar="FILE|-", help="current password: " + passfile_help)
-    p.add_argument("--new-passfile", metavar="FILE|-",
-                   help="new password from FILE, or the next line of stdin with -")
+    p = _verb(sub, "passwd", cmd_passwd, "change the password (no file is re-encrypted)",
+              "Change the password: the master key is re-wrapped, files stay as they are.",
+              passfile="current password: " + PASSFILE_HELP)
+    p.add_argument("--new-passfile", metavar="FILE|-", help=NEW_PASSFILE_HELP)
     _add_kdf_flags(p)
-    p.set_defaults(func=cmd_passwd)
 
-    p = sub.add_parser("recover", help="set a new password with the recovery key",
-                       description="Set a new password with the recovery key printed at init; "
-                                   "--rebuild-config writes a new vaultfs.conf when it was lost or damaged.")
-    p.add_argument("backing", metavar="BACKING")
+    p = _verb(sub, "recover", cmd_recover, "set a new password with the recovery key",
+              "Set a new password with the recovery key printed at init; "
+              "--rebuild-config writes a new vaultfs.conf when it was lost or damaged.", passfile=None)
     p.add_argument("--recovery-key-file", metavar="FILE|-", help="read the recovery key from FILE or stdin (-)")
-    p.add_argument("--new-passfile", metavar="FILE|-",
-                   help="new password from FILE, or the next line of stdin with -")
+    p.add_argument("--new-passfile", metavar="FILE|-", help=NEW_PASSFILE_HELP)
     p.add_argument("--rebuild-config", action="store_true", help="write vaultfs.conf anew from the recovery key")
     _add_kdf_flags(p)
-    p.set_defaults(func=cmd_recover)
 
-    p = sub.add_parser("export", help="decrypt the vault (or some paths) into a plain directory, no FUSE",
-                       description="Decrypt the whole vault, or the given paths, into DEST: modes, times, "
-                                   "symlinks and hard links kept. Files that fail authentication are reported "
-                                   "and skipped.")
-    p.add_argument("backing", metavar="BACKING")
+    p = _verb(sub, "export", cmd_export, "decrypt the vault (or some paths) into a plain directory, no FUSE",
+              "Decrypt the whole vault, or the given paths, into DEST: modes, times, symlinks and hard links "
+              "kept. Files that fail authentication are reported and skipped.")
     p.add_argument("dest", metavar="DEST")
     p.add_argument("paths", metavar="PATH", nargs="*", help="vault paths to export (default: everything)")
     p.add_argument("--force", action="store_true", help="export into a non-empty DEST, overwriting")
-    p.add_argument("--passfile", metavar="FILE|-", help=passfile_help)
-    p.set_defaults(func=cmd_export)
 
-    p = sub.add_parser("import", help="encrypt a plain directory tree into the vault (resumable)",
-                       description="Encrypt the tree SRC into the vault, under --into PATH. Run again after an "
-                                   "interruption, it resumes; a half-written file is never visible.")
-    p.add_argument("backing", metavar="BACKING")
+    p = _verb(sub, "import", cmd_import, "encrypt a plain directory tree into the vault (resumable)",
+              "Encrypt the tree SRC into the vault, under --into PATH. Run again after an interruption, it "
+              "resumes; a half-written file is never visible.")
     p.add_argument("source", metavar="SRC")
     p.add_argument("--into", default="/", metavar="PATH", help="vault directory to import into (default /)")
-    p.add_argument("--passfile", metavar="FILE|-", help=passfile_help)
-    p.set_defaults(func=cmd_import)
 
-    p = sub.add_parser("ls", help="list a vault directory without mounting",
-                       description="List a directory of the vault (like ls -l), without FUSE.")
-    p.add_argument("backing", metavar="BACKING")
+    p = _verb(sub, "ls", cmd_ls, "list a vault directory without mounting",
+              "List a directory of the vault (like ls -l), without FUSE.")
     p.add_argument("path", metavar="PATH", nargs="?", default="/")
-    p.add_argument("--passfile", metavar="FILE|-", help=passfile_help)
-    p.set_defaults(func=cmd_ls)
 
-    p = sub.add_parser("cat", help="write one vault file to stdout without mounting",
-                       description="Stream one file of the vault to standard output, without FUSE.")
-    p.add_argument("backing", metavar="BACKING")
+    p = _verb(sub, "cat", cmd_cat, "write one vault file to stdout without mounting",
+              "Stream one file of the vault to standard output, without FUSE.")
     p.add_argument("path", metavar="PATH")
-    p.add_argument("--passfile", metavar="FILE|-", help=passfile_help)
-    p.set_defaults(func=cmd_cat)
 
-    p = sub.add_parser("fsck", help="check every name, header and block; --repair fixes the safe problems",
-                       description="Check the config MAC, every directory ID, name, long-name sidecar, header, "
-                                   "block tag and is_last mark. Exit 0 when clean, 12 when problems remain.")
-    p.add_argument("backing", metavar="BACKING")
+    p = _verb(sub, "fsck", cmd_fsck, "check every name, header and block; --repair fixes the safe problems",
+              "Check the config MAC, every directory ID, name, long-name sidecar, header, block tag and "
+              "is_last mark. Exit 0 when clean, 12 when problems remain.")
     p.add_argument("--repair", action="store_true",
                    help="re-mark torn appends, remove orphan sidecars and staging leftovers, resolve sync conflicts")
-    p.add_argument("--passfile", metavar="FILE|-", help=passfile_help)
-    p.set_defaults(func=cmd_fsck)
 
-    p = sub.add_parser("mount", help="unlock the vault and mount its plaintext view",
-                       description="Ask for the password, mount BACKING at MOUNTPOINT and return once it answers.")
-    p.add_argument("backing", metavar="BACKING")
+    p = _verb(sub, "mount", cmd_mount, "unlock the vault and mount its plaintext view",
+              "Ask for the password, mount BACKING at MOUNTPOINT and return once it answers.")
     p.add_argument("mountpoint", metavar="MOUNTPOINT")
-    p.add_argument("--passfile", metavar="FILE|-", help=passfile_help)
     p.add_argument("-f", "--foreground", action="store_true", help="stay attached; logs go to stderr")
     p.add_argument("--idle", type=parse_duration, metavar="DURATION",
                    help="lock by itself after no access for DURATION (e.g. 15m)")
@@ -367,7 +352,6 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-o", dest="fuse_options", action="append", default=[], metavar="OPTIONS",
                    help="extra FUSE mount options, comma-separated (repeatable)")
     p.add_argument("--log", metavar="FILE", help="log to FILE instead of syslog when in the background")
-    p.set_defaults(func=cmd_mount)
 
     for verb in ("lock", "unmount"):
         p = sub.add_parser(verb, help="flush, unmount and lock" + (" (alias of lock)" if verb == "unmount" else ""),
