@@ -428,3 +428,14 @@ def test_fd_based_metadata_calls(mnt: Path) -> None:
         assert (stat.S_IMODE(st.st_mode), st.st_mtime_ns, st.st_nlink) == (0o640, 44, 0)
     finally:
         os.close(fd)
+
+
+def test_access_follows_the_modes_without_default_permissions(mnt: Path) -> None:
+    """Without --allow-other the kernel leaves access(2) to the daemon (Vault.access)."""
+    path = mnt / "script"
+    path.write_text("#!/bin/sh\n")
+    path.chmod(0o644)
+    assert os.access(path, os.R_OK) and not os.access(path, os.X_OK)
+    path.chmod(0o755)
+    assert os.access(path, os.X_OK)
+    assert not os.access(mnt / "missing", os.F_OK)

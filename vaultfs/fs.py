@@ -199,9 +199,9 @@ class VaultOperations(Operations):
 
     @_op
     def access(self, path: str, amode: int) -> None:
-        # Mounted with default_permissions, the kernel checks modes itself; this
-        # only answers "does it exist" for callers that still ask.
-        self.vault.getattr(path)
+        # With --allow-other the mount has default_permissions and the kernel checks modes
+        # itself; otherwise the only caller is the user the daemon runs as.
+        self.vault.access(path, amode)
 
     @_op
     def opendir(self, path: str) -> int:

@@ -386,5 +386,15 @@ class Vault(NamespaceOps, StagingOps):
             mtime_ns = now if mtime_ns is None else mtime_ns
         os.utime(target, ns=(atime_ns, mtime_ns), follow_symlinks=False)
 
+    def access(self, path: str, mode: int) -> None:
+        """access(2) for the mounting user: the backing entry carries the same mode and owner.
+
+        Only meaningful when the caller is the user the vault runs as, which is the case
+        without --allow-other (with it, the kernel checks modes itself).
+        """
+        target = self._backing_path(path)
+        if mode != os.F_OK and not os.access(target, mode, follow_symlinks=False):
+            raise OSError(errno.EACCES, os.strerror(errno.EACCES), path)
+
     def fsyncdir(self, path: str) -> None:
         backing.fsync_dir(self._dir(path).backing)
