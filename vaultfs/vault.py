@@ -42,7 +42,7 @@ from vaultfs.staging import StagingOps
 log = logging.getLogger("vaultfs")
 
 _DIR_CACHE_SIZE = 4096
-_FILE_KEY_CACHE_SIZE = 1024
+_FILE_KEY_CACHE_SIZE = 16384  # 32-byte keys: ~2 MiB at most; a backup of a few thousand media files stays cached
 
 
 def init_vault(backing_dir: str, password: str, kdf: KdfParams | None = None) -> str:
