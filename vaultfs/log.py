@@ -1,7 +1,9 @@
 """Logging for the mount daemon: where records go, and what may never be logged.
 
 In the foreground records go to stderr; a detached daemon has no terminal, so they go
-to ``--log FILE`` or else to syslog (``/dev/log``).  Records carry paths and errnos,
+to ``--log FILE``, else to syslog (``/dev/log``), else (containers without a syslog
+daemon) to a file beside the mount's state file, so that an integrity error is never
+silently lost.  Records carry paths and errnos,
 never file contents or keys: mfusepy's debug records include callback arguments, so
 its logger is held at WARNING whatever our level is.
 """
@@ -17,7 +19,8 @@ FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 SYSLOG_SOCKET = "/dev/log"
 
 
-def setup(*, foreground: bool, logfile: str | None = None, level: int = logging.INFO) -> logging.Handler:
+def setup(*, foreground: bool, logfile: str | None = None, fallback: str | None = None,
+          level: int = logging.INFO) -> logging.Handler:
     """Route vaultfs (and mfusepy warning) records to one handler and return it."""
     handler: logging.Handler
     if logfile is not None:
@@ -29,9 +32,13 @@ def setup(*, foreground: bool, logfile: str | None = None, level: int = logging.
     elif os.path.exists(SYSLOG_SOCKET):
         handler = logging.handlers.SysLogHandler(address=SYSLOG_SOCKET)
         handler.setFormatter(logging.Formatter(f"vaultfs[{os.getpid()}]: %(levelname)s %(name)s: %(message)s"))
+    elif fallback is not None:
+        # No syslog daemon (containers): a private file, 0600, next to the state file.
+        descriptor = os.open(fallback, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o600)
+        os.close(descriptor)
+        handler = logging.FileHandler(fallback, encoding="utf-8")
+        handler.setFormatter(logging.Formatter(FORMAT))
     else:
-        # No syslog daemon (containers): records are dropped rather than written to a
-        # terminal the daemon no longer has. --log FILE keeps them.
         handler = logging.NullHandler()
     root = logging.getLogger()
     for old in list(root.handlers):

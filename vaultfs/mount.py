@@ -38,6 +38,7 @@ from .mountstate import (
     mounted,
     process_start,
     save_state,
+    state_path,
     vaultfs_mounted,
 )
 
@@ -244,6 +245,11 @@ def cmd_mount(args: Any) -> int:
         raise
 
 
+def log_path(mountpoint: str) -> str:
+    """Where a detached daemon logs when neither --log nor syslog is available."""
+    return os.path.splitext(state_path(mountpoint))[0] + ".log"
+
+
 def _announce(state: MountState) -> str:
     return f"vaultfs: {state.backing} is mounted at {state.mountpoint}"
 
@@ -324,7 +330,7 @@ def _daemon(vault: Any, args: Any, state: MountState, write_fd: int) -> int:
     """Child side: new session, logs to file/syslog, serve until unmounted."""
     os.setsid()
     try:
-        vlog.setup(foreground=False, logfile=args.log)
+        vlog.setup(foreground=False, logfile=args.log, fallback=log_path(state.mountpoint))
     except OSError as e:
         os.write(write_fd, f"E--log {args.log}: {e.strerror}".encode())
         return errors.MountError.exit_code
