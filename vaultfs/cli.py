@@ -257,9 +257,9 @@ def cmd_mount(args: argparse.Namespace) -> int:
 
 
 def cmd_lock(args: argparse.Namespace) -> int:
-    from vaultfs import mount
+    from vaultfs import mountlock
 
-    return mount.cmd_lock(args)
+    return mountlock.cmd_lock(args)
 
 
 # ---------------------------------------------------------------- parser

@@ -19,7 +19,6 @@ import logging
 import os
 import select
 import shutil
-import signal
 import stat
 import subprocess
 import sys
@@ -39,7 +38,6 @@ from .mountstate import (
     process_start,
     save_state,
     state_path,
-    vaultfs_mounted,
 )
 
 log = logging.getLogger(__name__)
@@ -47,7 +45,6 @@ log = logging.getLogger(__name__)
 DEFAULT_MODE = 0o755
 MAX_IO = 1 << 20  # bytes per FUSE read request (also max_write, set in fs.init_with_config)
 READY_TIMEOUT = 60.0  # seconds the parent waits for the daemon's mount to answer
-EXIT_TIMEOUT = 120.0  # seconds `lock` waits for the daemon to flush and exit
 
 
 def fusermount(*flags: str, mountpoint: str) -> subprocess.CompletedProcess[str]:
@@ -370,60 +367,4 @@ def _daemon(vault: Any, args: Any, state: MountState, write_fd: int) -> int:
         if state.pid is not None:
             finish(state)
     log.info("unmounted %s", state.mountpoint)
-    return 0
-
-
-# ---- lock -------------------------------------------------------------------------------
-
-
-def terminate(state: MountState) -> None:
-    """SIGTERM to the daemon: libfuse detaches the mount, the daemon flushes and exits."""
-    if state.pid and state.pid > 0 and daemon_alive(state):
-        os.kill(state.pid, signal.SIGTERM)
-
-
-def wait_exit(state: MountState, timeout: float) -> bool:
-    deadline = time.monotonic() + timeout
-    while daemon_alive(state):
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(0.05)
-    return True
-
-
-def cmd_lock(args: Any) -> int:
-    mountpoint = canonical(args.mountpoint)
-    state = load_state(mountpoint)
-    alive = daemon_alive(state)
-    if mounted(mountpoint) and not vaultfs_mounted(mountpoint):
-        raise errors.LockError(f"{mountpoint} is not a vaultfs mount")
-    is_mounted = vaultfs_mounted(mountpoint)
-    if not is_mounted and not alive:
-        if state is None:
-            raise errors.LockError(f"nothing is mounted at {mountpoint}")
-        fail_closed(mountpoint)
-        print(f"vaultfs: {mountpoint} is already locked", flush=True)
-        return 0
-    if is_mounted and alive:
-        assert state is not None
-        result = fusermount("-u", mountpoint=mountpoint)  # the kernel flushes dirty pages first
-        if result.returncode != 0:
-            # Busy (a file or cwd is open in it): the daemon detaches the mount lazily,
-            # closes every file through the vault (flushing them) and exits.
-            log.info("unmount failed (%s); asking the daemon to detach", result.stderr.strip())
-            terminate(state)
-    elif alive:  # detached already, still closing
-        assert state is not None
-        terminate(state)
-    if state is not None and not wait_exit(state, EXIT_TIMEOUT):
-        raise errors.LockError(f"the vaultfs daemon (pid {state.pid}) did not exit within {EXIT_TIMEOUT:.0f} s")
-    if vaultfs_mounted(mountpoint):  # the daemon died (kill -9) or never got to unmount
-        result = fusermount("-u", "-z", mountpoint=mountpoint)
-        if result.returncode != 0 and vaultfs_mounted(mountpoint):
-            raise errors.LockError(f"could not remove the mount at {mountpoint}: {result.stderr.strip()}")
-        print(f"vaultfs: removed a stale mount at {mountpoint}", flush=True)
-    if state is None:
-        state = MountState(mountpoint=mountpoint, backing="", mode=DEFAULT_MODE)
-    finish(state)
-    print(f"vaultfs: locked {mountpoint}", flush=True)
     return 0
