@@ -29,16 +29,15 @@ def test_known_sizes() -> None:
     assert blocks.plain_size(40 + 4096 + 28 + 1) is None  # a block of 1 byte would need 29 bytes
 
 
-def test_explode_range_covers_the_range_exactly() -> None:
-    for offset in (0, 1, 4095, 4096, 4097, 10000):
-        for length in (0, 1, 4095, 4096, 4097, 9000):
-            slices = blocks.explode_range(offset, length)
-            assert sum(s.length for s in slices) == length
-            pos = offset
-            for s in slices:
-                assert s.index * 4096 + s.skip == pos
-                assert 0 < s.length <= 4096 - s.skip
-                pos += s.length
+def test_range_lengths_and_aads_of_a_request() -> None:
+    for size in (1, 4095, 4096, 4097, 3 * 4096 + 5):
+        last = blocks.block_count(size) - 1
+        lengths = blocks.range_lengths(0, last, size)
+        assert lengths == [blocks.block_plain_length(i, size) for i in range(last + 1)]
+        assert sum(lengths) == size
+    header = bytes(40)
+    aads = blocks.block_aads(header, 2, 4, 4)
+    assert aads == [blocks.block_aad(header, i, i == 4) for i in range(2, 5)]
 
 
 def test_block_plain_length() -> None:

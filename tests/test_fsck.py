@@ -68,7 +68,7 @@ def plant(vault_dir: VaultDir, fault: str) -> str:
             handle = vault.open("/chats/media/photo.jpg", os.O_RDWR)
             content = handle._file.content
             last = blocks.block_count(content.size) - 1
-            (plain,) = content._read_blocks(last, last)
+            plain = content._decrypt_block(last)
             os.pwrite(content.fd, content._seal(last, plain, False), blocks.block_offset(last))
             handle.close()
             return "torn-append /chats/media/photo.jpg"

@@ -8,7 +8,6 @@ block (the last one, possibly empty).  See docs/format.md "File contents".
 from __future__ import annotations
 
 import struct
-from typing import NamedTuple
 
 HEADER_SIZE = 40
 BLOCK_OVERHEAD = 28  # 12-byte nonce + 16-byte GCM tag
@@ -52,27 +51,6 @@ def block_plain_length(index: int, plain_size_: int, block_size: int = DEFAULT_B
     """Plaintext length of block ``index`` in a file of ``plain_size_`` bytes (0 past the end)."""
     start = index * block_size
     return max(0, min(block_size, plain_size_ - start))
-
-
-class BlockSlice(NamedTuple):
-    """The part of one block that a plaintext range touches (a tuple: built once per block per request)."""
-
-    index: int  # block number
-    skip: int  # bytes of the block before the range
-    length: int  # bytes of the block inside the range
-
-
-def explode_range(offset: int, length: int, block_size: int = DEFAULT_BLOCK_SIZE) -> list[BlockSlice]:
-    """Split the plaintext range [offset, offset + length) into per-block slices."""
-    slices: list[BlockSlice] = []
-    end = offset + length
-    pos = offset
-    while pos < end:
-        index, skip = divmod(pos, block_size)
-        take = min(block_size - skip, end - pos)
-        slices.append(BlockSlice(index, skip, take))
-        pos += take
-    return slices
 
 
 def block_aad(header: bytes, index: int, is_last: bool) -> bytes:

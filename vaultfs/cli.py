@@ -72,16 +72,10 @@ def kdf_from_args(args: argparse.Namespace) -> KdfParams:
 # ---------------------------------------------------------------- verbs
 
 def cmd_init(args: argparse.Namespace) -> int:
-    from vaultfs.vault import init_vault
+    from vaultfs.vault import check_init_target, init_vault
 
     backing_dir = os.path.abspath(args.backing)
-    if os.path.exists(backing_dir) and not os.path.isdir(backing_dir):
-        raise UsageError(f"{backing_dir} exists and is not a directory")
-    if os.path.isdir(backing_dir) and os.listdir(backing_dir):
-        from vaultfs.errors import AlreadyExists
-
-        what = "already holds a vault" if os.path.exists(keyfile.config_path(backing_dir)) else "is not empty"
-        raise AlreadyExists(f"{backing_dir} {what}")
+    check_init_target(backing_dir)  # before the password prompt
     password = read_password(args.passfile, "New password: ", confirm=True)
     kdf = kdf_from_args(args)
     key = init_vault(backing_dir, password, kdf)
@@ -170,7 +164,7 @@ def cmd_export(args: argparse.Namespace) -> int:
 def cmd_import(args: argparse.Namespace) -> int:
     from vaultfs import transfer
     from vaultfs.errors import PartialFailure
-    from vaultfs.progress import Progress
+    from vaultfs.progress import Progress, tree_bytes
 
     source = os.path.abspath(args.source)
     if not os.path.isdir(source):
@@ -179,7 +173,7 @@ def cmd_import(args: argparse.Namespace) -> int:
     try:
         total = None
         if sys.stderr.isatty():
-            total = sum(os.lstat(os.path.join(root, f)).st_size for root, _, files in os.walk(source) for f in files)
+            total = tree_bytes(source)
         with Progress("import", total) as progress:
             result = transfer.import_tree(vault, source, args.into, progress)
     finally:
@@ -217,7 +211,7 @@ def cmd_cat(args: argparse.Namespace) -> int:
 def cmd_fsck(args: argparse.Namespace) -> int:
     from vaultfs.errors import ConfigDamaged, ProblemsFound
     from vaultfs.fsck import Checker, Problem
-    from vaultfs.progress import Progress
+    from vaultfs.progress import Progress, tree_bytes
     from vaultfs.vault import Vault
 
     backing_dir = os.path.abspath(args.backing)
@@ -232,7 +226,7 @@ def cmd_fsck(args: argparse.Namespace) -> int:
     vault = Vault(backing_dir, keys, config, read_only=not args.repair)
     total = None
     if sys.stderr.isatty():
-        total = sum(os.lstat(os.path.join(root, f)).st_size for root, _, files in os.walk(backing_dir) for f in files)
+        total = tree_bytes(backing_dir)
     try:
         with Progress("fsck", total) as progress:
             checker = Checker(vault, repair=args.repair, on_problem=lambda p: progress.write(p.line(backing_dir)),

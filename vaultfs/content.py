@@ -68,7 +68,7 @@ class EncryptedFile:
         # Authenticate the last block now: a file cut at a block boundary has a plausible
         # size, and an empty-looking one would otherwise read as b"" without any check.
         final = self._last_index(size)
-        self._read_blocks(final, final)
+        self._decrypt_block(final)
 
     @classmethod
     def initialize(cls, fd: int, key_for: Callable[[bytes], bytes], label: str,
@@ -119,10 +119,9 @@ class EncryptedFile:
             raise IntegrityError(f"{self.label}: block {first + exc.args[1]} failed authentication") from None
         return plain
 
-    def _read_blocks(self, first: int, last: int) -> list[bytes]:
-        """Decrypted blocks first..last, one bytes object each (for the few single-block callers)."""
-        plain = self._decrypt_range(first, last)
-        return [bytes(plain[i : i + self._bs]) for i in range(0, max(len(plain), 1), self._bs)]
+    def _decrypt_block(self, index: int) -> bytes:
+        """One block's plaintext (re-marking, truncating and the open-time check)."""
+        return bytes(self._decrypt_range(index, index))
 
     # ------------------------------------------------------------ plaintext API
 
@@ -165,7 +164,7 @@ class EncryptedFile:
         remarked = new_last != old_last and first > old_last
         if remarked:
             # Re-mark the old last block as not last before anything is appended after it.
-            (old_last_plain,) = self._read_blocks(old_last, old_last)
+            old_last_plain = self._decrypt_block(old_last)
             backing.pwrite_all(self.fd, self._seal(old_last, old_last_plain, False), blocks.block_offset(old_last, bs))
         head = offset - first * bs  # old bytes kept before the range, in block `first`
         block_end = min(new_size, (last + 1) * bs)  # old bytes kept after the range, up to here
@@ -205,7 +204,7 @@ class EncryptedFile:
                 self._write_range(self.size, bytes(min(ZERO_FILL_CHUNK, new_size - self.size)))
         elif new_size < self.size:
             index = self._last_index(new_size)
-            (plain,) = self._read_blocks(index, index)
+            plain = self._decrypt_block(index)
             keep = blocks.block_plain_length(index, new_size, self._bs)
             backing.pwrite_all(self.fd, self._seal(index, plain[:keep], True), blocks.block_offset(index, self._bs))
             os.ftruncate(self.fd, blocks.cipher_size(new_size, self._bs))

@@ -88,23 +88,6 @@ class Gcm:
         except InvalidTag:
             raise AuthenticationFailed("GCM tag mismatch") from None
 
-    def seal_into(self, nonce: bytes, plaintext: bytes | memoryview, aad: bytes, out: memoryview) -> None:
-        """Write nonce ‖ ciphertext ‖ tag into ``out`` (exactly len(plaintext) + 28 bytes): no copies.
-
-        The caller supplies the nonce so that one getrandom call serves a whole request.
-        """
-        out[:GCM_NONCE_SIZE] = nonce
-        self._aead.encrypt_into(nonce, plaintext, aad, out[GCM_NONCE_SIZE:])
-
-    def open_into(self, sealed: memoryview, aad: bytes, out: memoryview) -> None:
-        """Decrypt nonce ‖ ciphertext ‖ tag into ``out`` (exactly len(sealed) - 28 bytes)."""
-        if len(sealed) < GCM_NONCE_SIZE + GCM_TAG_SIZE or len(out) != len(sealed) - GCM_NONCE_SIZE - GCM_TAG_SIZE:
-            raise AuthenticationFailed("sealed data has the wrong length")
-        try:
-            self._aead.decrypt_into(sealed[:GCM_NONCE_SIZE], sealed[GCM_NONCE_SIZE:], aad, out)
-        except InvalidTag:
-            raise AuthenticationFailed("GCM tag mismatch") from None
-
     def open_blocks(self, sealed: memoryview, stored_size: int, lengths: list[int], aads: list[bytes],
                     out: memoryview, out_stride: int) -> None:
         """Decrypt consecutive stored blocks (``stored_size`` apart) into ``out`` (``out_stride`` apart).

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 import sys
 from types import TracebackType
@@ -66,3 +67,9 @@ class Progress:
     def __exit__(self, kind: type[BaseException] | None, value: BaseException | None,
                  traceback: TracebackType | None) -> None:
         self.close()
+
+
+def tree_bytes(root: str) -> int:
+    """Total size of the files below ``root``: the bar's total for import and fsck."""
+    return sum(os.lstat(os.path.join(directory, name)).st_size
+               for directory, _, files in os.walk(root) for name in files)

@@ -14,13 +14,14 @@ import logging
 import os
 import stat
 import threading
+import time
 from collections import OrderedDict
 
 from vaultfs import backing, blocks, keyfile
 from vaultfs.conflictfix import ConflictResolver
 from vaultfs.dirids import DirIds
 from vaultfs.entries import Attr, Dir, Entry, split_path
-from vaultfs.errors import IntegrityError
+from vaultfs.errors import AlreadyExists, IntegrityError, UsageError
 from vaultfs.filehandle import FileHandle
 from vaultfs.keyfile import Config, KdfParams
 from vaultfs.keys import VaultKeys, new_master_key
@@ -45,18 +46,24 @@ _DIR_CACHE_SIZE = 4096
 _FILE_KEY_CACHE_SIZE = 16384  # 32-byte keys: ~2 MiB at most; a backup of a few thousand media files stays cached
 
 
+def check_init_target(backing_dir: str) -> None:
+    """Refuse a file, an existing vault or a non-empty directory as the place for a new vault.
+
+    ``init`` calls it before asking for the password; ``init_vault`` again right before
+    writing anything.
+    """
+    if os.path.exists(backing_dir) and not os.path.isdir(backing_dir):
+        raise UsageError(f"{backing_dir} exists and is not a directory")
+    if os.path.isdir(backing_dir) and os.listdir(backing_dir):
+        what = "already holds a vault" if os.path.exists(keyfile.config_path(backing_dir)) else "is not empty"
+        raise AlreadyExists(f"{backing_dir} {what}")
+
+
 def init_vault(backing_dir: str, password: str, kdf: KdfParams | None = None) -> str:
     """Create a vault in an empty (or new) directory; return the recovery key (shown once)."""
     backing_dir = os.path.abspath(backing_dir)
-    if os.path.exists(os.path.join(backing_dir, keyfile.CONFIG_NAME)):
-        from vaultfs.errors import AlreadyExists
-
-        raise AlreadyExists(f"{backing_dir} already holds a vault")
+    check_init_target(backing_dir)
     os.makedirs(backing_dir, exist_ok=True)
-    if os.listdir(backing_dir):
-        from vaultfs.errors import AlreadyExists
-
-        raise AlreadyExists(f"{backing_dir} is not empty")
     keys = VaultKeys.derive(new_master_key())
     DirIds(keys).create(backing_dir, keys.root_dir_id)
     keyfile.write_config(backing_dir, keyfile.new_config(keys, password, kdf or keyfile.calibrate_kdf()))
@@ -379,8 +386,6 @@ class Vault(NamespaceOps, StagingOps):
             os.utime(target, follow_symlinks=False)
             return
         if atime_ns is None or mtime_ns is None:
-            import time
-
             now = time.time_ns()
             atime_ns = now if atime_ns is None else atime_ns
             mtime_ns = now if mtime_ns is None else mtime_ns
