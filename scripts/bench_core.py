@@ -19,7 +19,7 @@ import time
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from vaultfs import crypto, keyfile  # noqa: E402
-from vaultfs.keyfile import TEST_KDF  # noqa: E402
+from vaultfs.format.keyfile import TEST_KDF  # noqa: E402
 from vaultfs.vault import Vault, init_vault  # noqa: E402
 
 MiB = 1 << 20

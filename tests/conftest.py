@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from vaultfs.keyfile import TEST_KDF
+from vaultfs.format.keyfile import TEST_KDF
 from vaultfs.vault import Vault, init_vault
 
 REPO = Path(__file__).resolve().parent.parent

@@ -25,7 +25,7 @@ def need(tool: str) -> None:
 
 def daemon_pid(mountpoint: Path) -> int:
     """The pid of the vaultfs daemon serving ``mountpoint`` (from its state file)."""
-    from vaultfs import mountstate
+    from vaultfs.fuse import state as mountstate
 
     state = mountstate.load_state(str(mountpoint))
     assert state is not None and state.pid, f"no daemon state for {mountpoint}"

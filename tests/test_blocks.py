@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from vaultfs import blocks
+from vaultfs.format import blocks
 
 
 def test_cipher_size_formula_and_inverse_for_every_size_up_to_10000() -> None:

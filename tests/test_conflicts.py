@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import VaultDir, read_file, write_file
-from vaultfs.conflicts import split_conflict
+from vaultfs.format.conflicts import split_conflict
 from vaultfs.vault import Vault
 
 PROVIDERS = {

@@ -9,8 +9,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from tests.conftest import PASSWORD, read_file, write_file
-from vaultfs import blocks
-from vaultfs.keyfile import TEST_KDF
+from vaultfs.format import blocks
+from vaultfs.format.keyfile import TEST_KDF
 from vaultfs.vault import Vault, init_vault
 
 BOUNDARY_OFFSETS = st.sampled_from([0, 1, 4095, 4096, 4097, 8191, 8192, 8193, 12288, 20000])

@@ -8,8 +8,8 @@ import logging
 import pytest
 from mfusepy import FuseOSError
 
-from vaultfs import fs, fshandles
 from vaultfs.errors import IntegrityError
+from vaultfs.fuse import fs, fshandles
 
 
 class BrokenVault:

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import VaultDir, read_file, run_cli, write_file
-from vaultfs import blocks
+from vaultfs.format import blocks
 from vaultfs.vault import Vault
 
 

@@ -32,7 +32,7 @@ from cryptography.hazmat.primitives.kdf.hkdf import HKDF as CryptographyHKDF
 
 from tests import independent_decrypter as idec
 from tests.conftest import read_file
-from vaultfs.keyfile import KdfParams
+from vaultfs.format.keyfile import KdfParams
 from vaultfs.vault import Vault, init_vault
 
 REPO = Path(__file__).resolve().parent.parent

@@ -9,10 +9,10 @@ import stat
 import pytest
 
 from tests.conftest import VaultDir, read_file, write_file
-from vaultfs import keyfile, recovery
 from vaultfs.errors import ConfigDamaged, MistypedRecoveryKey, NotAVault, WrongPassword, WrongRecoveryKey
-from vaultfs.keyfile import TEST_KDF, KdfParams
-from vaultfs.keys import VaultKeys
+from vaultfs.format import keyfile, recovery
+from vaultfs.format.keyfile import TEST_KDF, KdfParams
+from vaultfs.format.keys import VaultKeys
 
 
 def test_config_is_0600_and_strict_json(vault_dir: VaultDir) -> None:

@@ -17,8 +17,8 @@ from pathlib import Path
 import pytest
 
 from tests.mounting import VAULTFS, Vault, env, force_unmount, mounted, vaultfs, vaultfs_mounts
-from vaultfs import mount as vmount
-from vaultfs import mountstate
+from vaultfs.fuse import mount as vmount
+from vaultfs.fuse import state as mountstate
 
 
 def daemon_pid(vault: Vault) -> int:

@@ -9,9 +9,9 @@ from pathlib import Path
 import pytest
 
 from tests.mounting import Vault, backing_path, vaultfs
+from vaultfs.fuse.mount import log_path
+from vaultfs.fuse.state import canonical
 from vaultfs.log import SYSLOG_SOCKET
-from vaultfs.mount import log_path
-from vaultfs.mountstate import canonical
 
 
 def test_integrity_errors_reach_the_fallback_log(new_vault: Vault) -> None:

@@ -9,7 +9,7 @@ import unicodedata
 import pytest
 
 from tests.conftest import VaultDir, read_file, write_file
-from vaultfs.names import MAX_BACKING_NAME, NameCipher, b32decode, pad16, unpad16
+from vaultfs.format.names import MAX_BACKING_NAME, NameCipher, b32decode, pad16, unpad16
 from vaultfs.vault import Vault
 
 KEY = bytes(range(64))
@@ -124,7 +124,7 @@ def test_a_name_stored_in_the_wrong_form_is_hidden(vault: Vault, vault_dir: Vaul
     (vault_dir.path / (digest + ".vfn")).write_text(entry.backing_name.encoded)
     # the sidecar does not hash to the digest, so make it consistent: only the form is wrong then
     from vaultfs import crypto
-    from vaultfs.names import b32encode
+    from vaultfs.format.names import b32encode
 
     good = b32encode(crypto.sha256(entry.backing_name.encoded.encode()))
     os.rename(vault_dir.path / (digest + ".vfl"), vault_dir.path / (good + ".vfl"))

@@ -13,7 +13,7 @@ import pytest
 from tests.mounting import Vault, mounted, vaultfs
 from tests.reliability import daemon_pid
 from tests.test_reliability_crash import fsck_problem_paths
-from vaultfs import mountstate
+from vaultfs.fuse import state as mountstate
 
 pytestmark = pytest.mark.slow
 

@@ -10,7 +10,7 @@ import pytest
 
 from tests.mounting import Vault, backing_path, mounted
 from tests.reliability import daemon_pid
-from vaultfs import mountstate
+from vaultfs.fuse import state as mountstate
 
 pytestmark = pytest.mark.slow
 

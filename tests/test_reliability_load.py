@@ -9,7 +9,7 @@ import pytest
 
 from tests.mounting import Vault, mounted, scan_backing
 from tests.reliability import SCALE, daemon_pid, need, run
-from vaultfs import mountstate
+from vaultfs.fuse import state as mountstate
 
 pytestmark = pytest.mark.slow
 

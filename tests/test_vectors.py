@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import read_file
-from vaultfs import recovery
+from vaultfs.format import recovery
 from vaultfs.vault import Vault
 
 VECTORS = Path(__file__).resolve().parent / "vectors"

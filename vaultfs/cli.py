@@ -14,10 +14,11 @@ import re
 import sys
 from collections.abc import Sequence
 
-from vaultfs import __version__, keyfile, recovery
+from vaultfs import __version__
 from vaultfs.errors import UsageError, VaultError, VaultIOError
-from vaultfs.keyfile import KDF_FLOOR, TEST_KDF, KdfParams
-from vaultfs.keys import VaultKeys
+from vaultfs.format import keyfile, recovery
+from vaultfs.format.keyfile import KDF_FLOOR, TEST_KDF, KdfParams
+from vaultfs.format.keys import VaultKeys
 from vaultfs.passwords import read_password, read_secret
 
 WEAK_KDF_ENV = "VAULTFS_TESTONLY_WEAK_KDF"
@@ -138,9 +139,9 @@ def _unlock(args: argparse.Namespace, read_only: bool = True):
 
 
 def cmd_export(args: argparse.Namespace) -> int:
-    from vaultfs import transfer
     from vaultfs.errors import AlreadyExists, PartialFailure
-    from vaultfs.progress import Progress
+    from vaultfs.tools import transfer
+    from vaultfs.tools.progress import Progress
 
     dest = os.path.abspath(args.dest)
     if os.path.exists(dest) and not os.path.isdir(dest):
@@ -162,9 +163,9 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 
 def cmd_import(args: argparse.Namespace) -> int:
-    from vaultfs import transfer
     from vaultfs.errors import PartialFailure
-    from vaultfs.progress import Progress, tree_bytes
+    from vaultfs.tools import transfer
+    from vaultfs.tools.progress import Progress, tree_bytes
 
     source = os.path.abspath(args.source)
     if not os.path.isdir(source):
@@ -185,7 +186,7 @@ def cmd_import(args: argparse.Namespace) -> int:
 
 
 def cmd_ls(args: argparse.Namespace) -> int:
-    from vaultfs import transfer
+    from vaultfs.tools import transfer
 
     vault = _unlock(args)
     try:
@@ -197,7 +198,7 @@ def cmd_ls(args: argparse.Namespace) -> int:
 
 
 def cmd_cat(args: argparse.Namespace) -> int:
-    from vaultfs import transfer
+    from vaultfs.tools import transfer
 
     vault = _unlock(args)
     try:
@@ -210,8 +211,8 @@ def cmd_cat(args: argparse.Namespace) -> int:
 
 def cmd_fsck(args: argparse.Namespace) -> int:
     from vaultfs.errors import ConfigDamaged, ProblemsFound
-    from vaultfs.fsck import Checker, Problem
-    from vaultfs.progress import Progress, tree_bytes
+    from vaultfs.tools.fsck import Checker, Problem
+    from vaultfs.tools.progress import Progress, tree_bytes
     from vaultfs.vault import Vault
 
     backing_dir = os.path.abspath(args.backing)
@@ -245,13 +246,13 @@ def cmd_fsck(args: argparse.Namespace) -> int:
 
 
 def cmd_mount(args: argparse.Namespace) -> int:
-    from vaultfs import mount
+    from vaultfs.fuse import mount
 
     return mount.cmd_mount(args)
 
 
 def cmd_lock(args: argparse.Namespace) -> int:
-    from vaultfs import mountlock
+    from vaultfs.fuse import lock as mountlock
 
     return mountlock.cmd_lock(args)
 

@@ -15,11 +15,11 @@ import os
 import stat
 from typing import TYPE_CHECKING
 
-from vaultfs.conflicts import conflict_name, split_conflict
-from vaultfs.content import EncryptedFile
 from vaultfs.entries import Dir, Entry
 from vaultfs.errors import IntegrityError
-from vaultfs.names import LONG_SUFFIX, SIDECAR_SUFFIX
+from vaultfs.format.conflicts import conflict_name, split_conflict
+from vaultfs.format.content import EncryptedFile
+from vaultfs.format.names import LONG_SUFFIX, SIDECAR_SUFFIX
 
 if TYPE_CHECKING:
     from vaultfs.vault import Vault

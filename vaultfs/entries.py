@@ -6,7 +6,7 @@ import errno
 import os
 from dataclasses import dataclass
 
-from vaultfs.names import BackingName
+from vaultfs.format.names import BackingName
 
 
 @dataclass

@@ -15,7 +15,7 @@ import stat
 from typing import TYPE_CHECKING
 
 from vaultfs import backing
-from vaultfs.dirids import DIRID_NAME
+from vaultfs.format.dirids import DIRID_NAME
 
 if TYPE_CHECKING:
     from vaultfs.vault import Vault

@@ -13,7 +13,7 @@ import os
 import threading
 from collections.abc import Callable
 
-from vaultfs.content import EncryptedFile
+from vaultfs.format.content import EncryptedFile
 
 FileKey = tuple[int, int]  # (st_dev, st_ino)
 

@@ -17,15 +17,16 @@ import threading
 import time
 from collections import OrderedDict
 
-from vaultfs import backing, blocks, keyfile
+from vaultfs import backing
 from vaultfs.conflictfix import ConflictResolver
-from vaultfs.dirids import DirIds
 from vaultfs.entries import Attr, Dir, Entry, split_path
 from vaultfs.errors import AlreadyExists, IntegrityError, UsageError
 from vaultfs.filehandle import FileHandle
-from vaultfs.keyfile import Config, KdfParams
-from vaultfs.keys import VaultKeys, new_master_key
-from vaultfs.names import (
+from vaultfs.format import blocks, keyfile
+from vaultfs.format.dirids import DirIds
+from vaultfs.format.keyfile import Config, KdfParams
+from vaultfs.format.keys import VaultKeys, new_master_key
+from vaultfs.format.names import (
     LONG_SUFFIX,
     MAX_BACKING_NAME,
     MAX_SIDECAR_BYTES,
@@ -35,9 +36,9 @@ from vaultfs.names import (
     NameCipher,
     is_reserved,
 )
+from vaultfs.format.recovery import encode as encode_recovery_key
 from vaultfs.namespace import NamespaceOps
 from vaultfs.openfiles import OpenFileTable
-from vaultfs.recovery import encode as encode_recovery_key
 from vaultfs.staging import StagingOps
 
 log = logging.getLogger("vaultfs")

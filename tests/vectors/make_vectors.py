@@ -17,7 +17,7 @@ import sys
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.dirname(os.path.dirname(HERE)))
 
-from vaultfs.keyfile import TEST_KDF  # noqa: E402
+from vaultfs.format.keyfile import TEST_KDF  # noqa: E402
 from vaultfs.vault import Vault, init_vault  # noqa: E402
 
 PASSWORD = "correct horse vector staple"

@@ -12,8 +12,9 @@ import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from vaultfs import backing, blocks, crypto
-from vaultfs.content import parse_header
+from vaultfs import backing, crypto
+from vaultfs.format import blocks
+from vaultfs.format.content import parse_header
 
 CHUNK_BLOCKS = 256
 

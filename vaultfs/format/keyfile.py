@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 
 from vaultfs import backing, crypto
 from vaultfs.errors import ConfigDamaged, NotAVault, UnsupportedFormat, VaultIOError, WrongPassword
-from vaultfs.keys import VaultKeys
+from vaultfs.format.keys import VaultKeys
 
 CONFIG_NAME = "vaultfs.conf"
 BACKUP_NAME = "vaultfs.conf.bak"
@@ -316,8 +316,8 @@ def recover(backing_dir: str, keys: VaultKeys, new_password: str, kdf: KdfParams
     With ``rebuild`` the config is written anew from the master key alone, after the
     root's sealed directory ID proved that the key belongs to this vault.
     """
-    from vaultfs.dirids import DirIds  # dirids sits beside keyfile; imported here to keep keyfile standalone
     from vaultfs.errors import IntegrityError, WrongRecoveryKey
+    from vaultfs.format.dirids import DirIds  # dirids sits beside keyfile; imported here to keep keyfile standalone
 
     check_backing_dir(backing_dir)
     if rebuild:

@@ -5,7 +5,7 @@ nothing gets mounted), then forks the daemon, which serves FUSE from the already
 unlocked vault: the key never travels.  The parent returns only when the daemon's
 ``init`` callback has run, i.e. the kernel connected and the mount answers.
 
-The daemon's pid and the mountpoint's mode live in a state file (mountstate.py).
+The daemon's pid and the mountpoint's mode live in a state file (state.py).
 
 Fail closed: after every unmount the empty mountpoint gets mode 0, so an app that
 writes its nightly backup while the vault is locked fails instead of writing
@@ -26,9 +26,9 @@ import threading
 import time
 from typing import Any
 
-from . import errors
-from . import log as vlog
-from .mountstate import (
+from vaultfs import errors
+from vaultfs import log as vlog
+from vaultfs.fuse.state import (
     MountState,
     canonical,
     daemon_alive,
@@ -65,7 +65,7 @@ def check_fuse() -> None:
         raise errors.FuseUnavailable(f"/dev/fuse: {e.strerror}") from None
     os.close(fd)
     try:
-        from . import fs
+        from vaultfs.fuse import fs
     except (OSError, AttributeError) as e:  # mfusepy: no libfuse / wrong ABI
         raise errors.FuseUnavailable(str(e)) from None
     if fs.fuse_version()[0] != 3:
@@ -194,7 +194,7 @@ def idle_watch(ops: Any, mountpoint: str, idle: float, stop: threading.Event) ->
 
 def serve(vault: Any, args: Any, mountpoint: str, on_ready: Any) -> None:
     """Run FUSE until unmounted (lock, signal, idle); the vault is closed afterwards."""
-    from . import fs
+    from vaultfs.fuse import fs
 
     def ready() -> None:
         on_ready()
@@ -214,8 +214,8 @@ def serve(vault: Any, args: Any, mountpoint: str, on_ready: Any) -> None:
 
 
 def cmd_mount(args: Any) -> int:
-    from . import passwords
-    from .vault import Vault
+    from vaultfs import passwords
+    from vaultfs.vault import Vault
 
     mountpoint = canonical(args.mountpoint)
     backing = os.path.abspath(args.backing)

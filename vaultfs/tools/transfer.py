@@ -21,7 +21,7 @@ from typing import BinaryIO
 from vaultfs import backing
 from vaultfs.entries import Attr, join_path, split_path
 from vaultfs.errors import IntegrityError
-from vaultfs.progress import Progress
+from vaultfs.tools.progress import Progress
 from vaultfs.vault import Vault
 
 CHUNK = 1 << 20

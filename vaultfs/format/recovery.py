@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from vaultfs import crypto
 from vaultfs.errors import MistypedRecoveryKey
-from vaultfs.keys import MASTER_KEY_SIZE
+from vaultfs.format.keys import MASTER_KEY_SIZE
 
 ALPHABET = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
 _VALUES = {c: i for i, c in enumerate(ALPHABET)}

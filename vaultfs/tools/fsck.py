@@ -14,12 +14,12 @@ import stat
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
-from vaultfs import contentcheck
-from vaultfs.conflicts import split_conflict
-from vaultfs.dirids import DIRID_NAME
 from vaultfs.entries import Dir, join_path
 from vaultfs.errors import IntegrityError
-from vaultfs.names import LONG_SUFFIX, SHORT_SUFFIX, SIDECAR_SUFFIX, is_reserved
+from vaultfs.format import contentcheck
+from vaultfs.format.conflicts import split_conflict
+from vaultfs.format.dirids import DIRID_NAME
+from vaultfs.format.names import LONG_SUFFIX, SHORT_SUFFIX, SIDECAR_SUFFIX, is_reserved
 from vaultfs.staging import STAGING_PREFIX
 from vaultfs.vault import Vault
 

@@ -13,9 +13,10 @@ import errno
 import os
 from collections.abc import Callable
 
-from vaultfs import backing, blocks, crypto
+from vaultfs import backing, crypto
 from vaultfs.errors import IntegrityError
-from vaultfs.keys import FILE_ID_SIZE
+from vaultfs.format import blocks
+from vaultfs.format.keys import FILE_ID_SIZE
 
 MAGIC = b"VFS1"
 SUITE_AES_GCM = 1

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import re
 
-from vaultfs.names import LONG_SUFFIX, SHORT_SUFFIX
+from vaultfs.format.names import LONG_SUFFIX, SHORT_SUFFIX
 
 _STEM = re.compile(r"[a-z2-7]+")
 _CONFLICT_SUFFIXES = (

@@ -13,7 +13,7 @@ import threading
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from .vault import FileHandle
+    from vaultfs.vault import FileHandle
 
 # libfuse's name for unlinked files that are still open (fs.init_with_config: no hard_remove).
 HIDDEN_PREFIX = ".fuse_hidden"

@@ -10,9 +10,9 @@ from __future__ import annotations
 import os
 
 from vaultfs import backing, crypto
-from vaultfs.conflicts import is_dirid_copy
 from vaultfs.errors import IntegrityError
-from vaultfs.keys import DIR_ID_SIZE, VaultKeys
+from vaultfs.format.conflicts import is_dirid_copy
+from vaultfs.format.keys import DIR_ID_SIZE, VaultKeys
 
 DIRID_NAME = "vaultfs.dirid"
 DIRID_AAD = b"vaultfs/v1/dir-id"

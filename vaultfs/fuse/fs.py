@@ -36,10 +36,10 @@ if not os.environ.get("FUSE_LIBRARY_PATH"):
 import mfusepy  # noqa: E402 - needs FUSE_LIBRARY_PATH set first
 from mfusepy import FUSE, FuseOSError, Operations  # noqa: E402
 
-from .fshandles import HIDDEN_PREFIX, HandleTable, HiddenLinks, is_hidden  # noqa: E402
+from vaultfs.fuse.fshandles import HIDDEN_PREFIX, HandleTable, HiddenLinks, is_hidden  # noqa: E402
 
 if TYPE_CHECKING:
-    from .vault import Attr, Vault
+    from vaultfs.vault import Attr, Vault
 
 log = logging.getLogger(__name__)
 

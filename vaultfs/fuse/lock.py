@@ -1,6 +1,6 @@
 """``vaultfs lock``: flush, unmount, wait for the daemon, clean a stale mount, fail closed.
 
-Split from mount.py (which starts mounts); both share the state file of mountstate.py.
+Split from mount.py (which starts mounts); both share the state file of state.py.
 """
 
 from __future__ import annotations
@@ -11,9 +11,9 @@ import signal
 import time
 from typing import Any
 
-from . import errors
-from .mount import DEFAULT_MODE, fail_closed, finish, fusermount
-from .mountstate import MountState, canonical, daemon_alive, load_state, mounted, vaultfs_mounted
+from vaultfs import errors
+from vaultfs.fuse.mount import DEFAULT_MODE, fail_closed, finish, fusermount
+from vaultfs.fuse.state import MountState, canonical, daemon_alive, load_state, mounted, vaultfs_mounted
 
 log = logging.getLogger(__name__)
 

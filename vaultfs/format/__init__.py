@@ -1,0 +1,1 @@
+"""The on-disk format: keys, key file, names, directory IDs, contents, conflict names."""

@@ -1,0 +1,1 @@
+"""The FUSE layer: inode table, request handlers, mount, lock and mount state."""

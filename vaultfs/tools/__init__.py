@@ -1,0 +1,1 @@
+"""Tools on the Vault API without FUSE: export/import/ls/cat, fsck, progress bars."""
