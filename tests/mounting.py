@@ -158,6 +158,6 @@ def backing_path(vault: Vault, path: str) -> Path:
 
     reader = ApiVault.unlock(str(vault.backing), PASSWORD, read_only=True)
     try:
-        return Path(reader._entry(path).path)
+        return Path(reader.locate(path).path)
     finally:
         reader.close()

@@ -15,7 +15,7 @@ from vaultfs.vault import Vault
 
 
 def backing_of(vault: Vault, path: str) -> Path:
-    return Path(vault._entry(path).path)
+    return Path(vault.locate(path).path)
 
 
 @pytest.fixture
@@ -153,4 +153,4 @@ def test_staging_leftovers_are_reported_and_removed(populated: VaultDir) -> None
     result = fsck(populated, "--repair")
     assert "REPAIRED staging-leftover" in result.stdout + result.stderr
     assert result.returncode == 0
-    assert not os.path.exists(staged)
+    assert not os.path.exists(staged.path)
