@@ -139,3 +139,18 @@ def mounted_vault(new_vault):
     """A fresh vault of its own, mounted for one test; always unmounted afterwards."""
     with _mounted(new_vault):
         yield new_vault
+
+
+@pytest.fixture
+def public_vault():
+    """A vault whose mountpoint other users can reach (pytest's tmp dirs are 0700)."""
+    import shutil
+    import tempfile
+
+    root = Path(tempfile.mkdtemp(prefix="vaultfs-public-"))
+    try:
+        root.chmod(0o755)
+        yield _MountVault.create(root)
+    finally:
+        _force_unmount(root / "mnt")
+        shutil.rmtree(root)

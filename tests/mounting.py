@@ -161,3 +161,14 @@ def backing_path(vault: Vault, path: str) -> Path:
         return Path(reader.locate(path).path)
     finally:
         reader.close()
+
+
+NOBODY = (65534, 65534)  # an unprivileged uid/gid for tests that act as another user
+
+
+def as_user(who: tuple[int, int], *cmd: str, groups: tuple[int, ...] = ()) -> subprocess.CompletedProcess[str]:
+    """Run a command as another uid/gid (setpriv), output captured; never raises on failure."""
+    uid, gid = who
+    supplementary = ["--groups=" + ",".join(map(str, groups))] if groups else ["--clear-groups"]
+    return subprocess.run(["setpriv", f"--reuid={uid}", f"--regid={gid}", *supplementary, *cmd],
+                          capture_output=True, text=True, check=False)

@@ -12,11 +12,13 @@ writes (staging.py), the open-file table (openfiles.py); this class wires them t
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import os
 import stat
 import time
 from collections import OrderedDict
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 from vaultfs import backing
@@ -30,10 +32,12 @@ from vaultfs.format.keyfile import Config, KdfParams
 from vaultfs.format.keys import VaultKeys, new_master_key
 from vaultfs.format.names import BackingName, NameCipher
 from vaultfs.format.recovery import encode as encode_recovery_key
+from vaultfs.format.xattrs import XattrCipher
 from vaultfs.namespace import Namespace, Owner, give_to
 from vaultfs.openfiles import OpenFileTable, open_backing_file
 from vaultfs.staging import Staged, Staging
 from vaultfs.tree import BackingTree
+from vaultfs.xattrstore import XattrStore
 
 _FILE_KEY_CACHE_SIZE = 16384  # 32-byte keys: ~2 MiB at most; a backup of a few thousand media files stays cached
 
@@ -95,6 +99,7 @@ class Vault:
         self.ns = Namespace(self.tree, read_only)
         self.conflicts = ConflictResolver(self.tree, self.file_key, self.block_size, read_only)
         self.staging = Staging(self.ns, self.open_files)
+        self.xattrs = XattrStore(self.tree, XattrCipher(keys.master_key))
 
     @classmethod
     def unlock(cls, backing_dir: str, password: str, read_only: bool = False) -> Vault:
@@ -228,6 +233,7 @@ class Vault:
             self.tree.write_sidecar(fd, entry.backing_name)
             new_fd = backing.open_file_at(fd, target, os.O_RDWR | os.O_CREAT | os.O_EXCL, mode & 0o7777)
             try:
+                os.fchmod(new_fd, mode & 0o7777)  # exactly as asked: the caller's umask was applied already
                 give_to(fd, target, owner)
                 opened = self.open_files.acquire(new_fd, True, join_path(directory.label, name), new_file=True)
             except BaseException:
@@ -323,6 +329,40 @@ class Vault:
                 os.utime(opened.fd, ns=(current.st_atime_ns if atime_ns is None else atime_ns,
                                         current.st_mtime_ns if mtime_ns is None else mtime_ns))
         return True
+
+    @contextlib.contextmanager
+    def _xattr_fd(self, directory: Dir | None, name: str, key: BackingKey | None) -> Iterator[int]:
+        """The fd to reach an entry's attributes: an open file's own fd if it is open, else the entry's."""
+        opened = self.open_files.get(key) if key is not None else None
+        if opened is not None:
+            yield opened.fd
+            return
+        if directory is None and name != ".":
+            raise OSError(errno.ENOENT, "the file is gone")
+        with self.xattrs.entry_fd(directory, name) as fd:
+            yield fd
+
+    def getxattr_at(self, directory: Dir | None, name: str, xname: bytes, key: BackingKey | None = None) -> bytes:
+        with self._xattr_fd(directory, name, key) as fd:
+            return self.xattrs.get(fd, xname)
+
+    def setxattr_at(self, directory: Dir | None, name: str, xname: bytes, value: bytes,
+                    key: BackingKey | None = None) -> None:
+        self.ns.writable()
+        with self._xattr_fd(directory, name, key) as fd:
+            self.xattrs.set(fd, xname, value)
+
+    def listxattr_at(self, directory: Dir | None, name: str, key: BackingKey | None = None) -> list[bytes]:
+        try:
+            with self._xattr_fd(directory, name, key) as fd:
+                return self.xattrs.list(fd)
+        except PermissionError:  # symlinks and special files carry none
+            return []
+
+    def removexattr_at(self, directory: Dir | None, name: str, xname: bytes, key: BackingKey | None = None) -> None:
+        self.ns.writable()
+        with self._xattr_fd(directory, name, key) as fd:
+            self.xattrs.remove(fd, xname)
 
     def dir_attr(self, directory: Dir) -> Attr:
         with self.tree.dir_fd(directory) as fd:
@@ -453,6 +493,18 @@ class Vault:
 
     def fsyncdir(self, path: str) -> None:
         self.fsyncdir_at(self.tree.resolve(path))
+
+    def _xattr_target(self, path: str) -> tuple[Dir | None, str]:
+        return self._split(path) if split_path(path) else (None, ".")
+
+    def listxattr(self, path: str) -> list[bytes]:
+        return self.listxattr_at(*self._xattr_target(path))
+
+    def getxattr(self, path: str, name: bytes) -> bytes:
+        return self.getxattr_at(*self._xattr_target(path), name)
+
+    def setxattr(self, path: str, name: bytes, value: bytes) -> None:
+        self.setxattr_at(*self._xattr_target(path), name, value)
 
     def create_staged(self, path: str, mode: int) -> tuple[FileHandle, Staged]:
         directory, name = self._split(path)

@@ -55,6 +55,9 @@ class InodeTable:
             raise OSError(errno.ESTALE, "unknown inode", str(ino))
         return found
 
+    def ino_of(self, key: BackingKey) -> int | None:
+        return self._by_key.get(key)
+
     def dir_of(self, ino: int) -> Dir:
         inode = self.get(ino)
         if inode.dir is None:

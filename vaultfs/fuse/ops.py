@@ -30,7 +30,7 @@ from typing import Any, TypeVar
 import pyfuse3
 import trio
 
-from vaultfs.entries import Attr
+from vaultfs.entries import Attr, Dir
 from vaultfs.filehandle import FileHandle
 from vaultfs.fuse.inodes import ROOT_INODE, Inode, InodeTable
 from vaultfs.namespace import Owner
@@ -100,6 +100,14 @@ class VaultOperations(pyfuse3.Operations):
         self._as_root = os.geteuid() == 0
         self.on_ready = on_ready
         self.last_access = time.monotonic()
+        vault.conflicts.on_change = self._name_appeared
+
+    def _name_appeared(self, directory: Dir, name: str) -> None:
+        """vaultfs itself gave an entry a name (a resolved conflict copy): drop the kernel's
+        cached "no such entry" for it (queued: never called back inside the request)."""
+        ino = self.inodes.ino_of(directory.key)
+        if ino is not None:
+            pyfuse3.invalidate_entry_async(ino, _raw(name), ignore_enoent=True)
 
     # ------------------------------------------------------------ lifecycle and helpers
 
@@ -261,6 +269,41 @@ class VaultOperations(pyfuse3.Operations):
         for field_name, value in info.items():
             setattr(reply, field_name, value)
         return reply
+
+    # ------------------------------------------------------------ extended attributes
+
+    def _xattr_place(self, inode: int) -> tuple[Any, str, Any]:
+        """(directory, name, key): the open file's own fd is used when it is open (even unlinked)."""
+        node = self.inodes.get(inode)
+        if node.ino == ROOT_INODE:
+            return None, ".", None
+        try:
+            directory, name = self._place(node)
+        except FileNotFoundError:
+            if self.vault.open_files.get(node.key) is None:
+                raise
+            directory, name = None, ""  # only its open fd is left
+        return directory, name, node.key
+
+    @handler
+    async def getxattr(self, inode: int, name: bytes, ctx: Any = None) -> bytes:
+        directory, entry, key = self._xattr_place(inode)
+        return self.vault.getxattr_at(directory, entry, name, key)
+
+    @handler
+    async def setxattr(self, inode: int, name: bytes, value: bytes, ctx: Any = None) -> None:
+        directory, entry, key = self._xattr_place(inode)
+        self.vault.setxattr_at(directory, entry, name, value, key)
+
+    @handler
+    async def listxattr(self, inode: int, ctx: Any = None) -> list[bytes]:
+        directory, entry, key = self._xattr_place(inode)
+        return self.vault.listxattr_at(directory, entry, key)
+
+    @handler
+    async def removexattr(self, inode: int, name: bytes, ctx: Any = None) -> None:
+        directory, entry, key = self._xattr_place(inode)
+        self.vault.removexattr_at(directory, entry, name, key)
 
     # ------------------------------------------------------------ namespace
 
