@@ -32,10 +32,13 @@ class VaultDir:
         return Vault.unlock(str(self.path), self.password, **kwargs)
 
 
+# Verbs that set a password take these to stay cheap (see tests/mounting.py WEAK_KDF).
+WEAK_KDF = ["--kdf-memory-kib", "1024", "--kdf-time", "1", "--kdf-parallelism", "1", "--insecure-kdf-for-tests"]
+
+
 def cli_env() -> dict[str, str]:
-    """Environment for CLI subprocesses: the test-only cheap KDF switch, no password in it."""
+    """Environment for CLI subprocesses: the venv first on PATH; no password, no switch in it."""
     env = dict(os.environ)
-    env["VAULTFS_TESTONLY_WEAK_KDF"] = "1"
     env["PATH"] = str(Path(sys.executable).parent) + os.pathsep + env.get("PATH", "")
     return env
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import errno
 import logging
 import stat
+from types import SimpleNamespace
 
 import pyfuse3
 import pytest
@@ -22,6 +23,7 @@ class BrokenVault:
     def __init__(self, exc: BaseException) -> None:
         self.exc = exc
         self.root = Dir(None, "", (b"\0" * 16,), (1, 1), "/", "/nowhere")
+        self.conflicts = SimpleNamespace(on_change=None)
 
     def lookup(self, directory: Dir, name: str):
         raise self.exc

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.mounting import Vault, mounted, vaultfs
+from tests.mounting import WEAK_KDF, Vault, mounted, vaultfs
 from tests.reliability import daemon_pid
 from tests.test_reliability_crash import fsck_problem_paths
 from vaultfs.fuse import state as mountstate
@@ -30,8 +30,7 @@ def small_vault(tmp_path: Path) -> Iterator[Vault]:
         vault = Vault(disk / "cloud", root / "mnt", root / "pass", root / "daemon.log")
         vault.passfile.write_text("small disk password\n")
         vault.mnt.mkdir()
-        vaultfs("init", str(vault.backing), "--passfile", str(vault.passfile),
-                "--kdf-memory-kib", "1024", "--kdf-time", "1", "--kdf-parallelism", "1")
+        vaultfs("init", str(vault.backing), "--passfile", str(vault.passfile), *WEAK_KDF)
         yield vault
     finally:
         subprocess.run(["umount", "-l", str(disk)], check=False)

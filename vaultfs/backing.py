@@ -12,6 +12,7 @@ import ctypes
 import ctypes.util
 import errno
 import os
+import stat
 
 RENAME_NOREPLACE = 1
 RENAME_EXCHANGE = 2
@@ -22,10 +23,46 @@ _libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True
 _renameat2 = getattr(_libc, "renameat2", None)
 
 
-def read_bounded(path: str, limit: int, dir_fd: int | None = None) -> bytes:
-    """Read a small file without following a symlink; EIO if it is larger than ``limit``."""
-    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=dir_fd)
+class NotRegularFile(OSError):
+    """A FIFO, socket, device or directory where vaultfs expects one of its small files.
+
+    Reading a FIFO would block forever; the backing dir is untrusted, so the type is
+    checked on the open descriptor.  EIO for callers that only look at the errno.
+    """
+
+    def __init__(self, path: str, mode: int) -> None:
+        self.kind = _KINDS.get(stat.S_IFMT(mode), "not a regular file")
+        super().__init__(errno.EIO, f"{self.kind}, not a regular file", path)
+
+
+_KINDS = {stat.S_IFIFO: "a FIFO", stat.S_IFSOCK: "a socket", stat.S_IFDIR: "a directory",
+          stat.S_IFCHR: "a character device", stat.S_IFBLK: "a block device", stat.S_IFLNK: "a symlink"}
+
+
+def _lstat_mode(path: str, dir_fd: int | None = None) -> int | None:
     try:
+        return os.lstat(path, dir_fd=dir_fd).st_mode
+    except OSError:
+        return None
+
+
+def read_bounded(path: str, limit: int, dir_fd: int | None = None) -> bytes:
+    """Read a small regular file; EIO if it is larger than ``limit``, NotRegularFile if not a file.
+
+    O_NONBLOCK: opening a FIFO for reading would otherwise wait for a writer forever;
+    O_NOFOLLOW: a symlink is refused (ELOOP); a socket cannot be opened (ENXIO).
+    """
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC, dir_fd=dir_fd)
+    except OSError as exc:
+        mode = _lstat_mode(path, dir_fd) if exc.errno in (errno.ELOOP, errno.ENXIO) else None
+        if mode is not None:
+            raise NotRegularFile(path, mode) from None
+        raise
+    try:
+        mode = os.fstat(fd).st_mode
+        if not stat.S_ISREG(mode):
+            raise NotRegularFile(path, mode)
         data = os.read(fd, limit + 1)
     finally:
         os.close(fd)
@@ -57,11 +94,13 @@ def fsync_dir(path: str) -> None:
         os.close(fd)
 
 
-def atomic_replace(path: str, data: bytes, mode: int = 0o600, backup: str | None = None) -> None:
+def atomic_replace(path: str, data: bytes, mode: int = 0o600) -> None:
     """Replace ``path`` so that a crash leaves either the old or the new file, never a mix.
 
-    Temp file with O_EXCL, fsync, optional hard link of the old file as ``backup``,
-    rename over, fsync the directory (the gocryptfs configfile recipe).
+    Temp file with O_EXCL, fsync, rename over, fsync the directory (the gocryptfs
+    configfile recipe).  No copy of the old file is kept (for the config it would keep
+    the old password working), and the temp file is removed if the write fails, so it
+    never outlives a call that returned; after a kill the next call removes it first.
     """
     directory = os.path.dirname(path) or "."
     tmp = path + ".tmp"
@@ -69,18 +108,17 @@ def atomic_replace(path: str, data: bytes, mode: int = 0o600, backup: str | None
         os.unlink(tmp)  # a leftover of a crash: never the live file
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, mode)
     try:
-        pwrite_all(fd, data, 0)
-        os.fchmod(fd, mode)
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    if backup is not None and os.path.lexists(path):
-        backup_tmp = backup + ".tmp"
-        if os.path.lexists(backup_tmp):
-            os.unlink(backup_tmp)
-        os.link(path, backup_tmp)
-        os.rename(backup_tmp, backup)
-    os.rename(tmp, path)
+        try:
+            pwrite_all(fd, data, 0)
+            os.fchmod(fd, mode)
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.rename(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
     fsync_dir(directory)
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import errno
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from vaultfs.format.names import BackingName
@@ -50,16 +51,29 @@ class Dir:
     each, and new names use the first.
     """
 
-    __slots__ = ("parent", "backing_name", "dir_ids", "key", "label", "root_path", "__weakref__")
+    __slots__ = ("parent", "backing_name", "_ids", "_load_ids", "key", "label", "root_path", "__weakref__")
 
-    def __init__(self, parent: Dir | None, backing_name: str, dir_ids: tuple[bytes, ...], key: BackingKey,
-                 label: str, root_path: str = "") -> None:
+    def __init__(self, parent: Dir | None, backing_name: str, dir_ids: tuple[bytes, ...] | None, key: BackingKey,
+                 label: str, root_path: str = "", load_ids: Callable[[Dir], tuple[bytes, ...]] | None = None) -> None:
         self.parent = parent
         self.backing_name = backing_name
-        self.dir_ids = dir_ids
+        self._ids = dir_ids
+        self._load_ids = load_ids
         self.key = key
         self.label = label  # the plaintext path when it was resolved: for messages only
         self.root_path = root_path if parent is None else parent.root_path
+
+    @property
+    def dir_ids(self) -> tuple[bytes, ...]:
+        """The IDs, read from the backing dir on first use: listing a parent or a stat needs none."""
+        if self._ids is None:
+            assert self._load_ids is not None, "a Dir without IDs needs a loader"
+            self._ids = self._load_ids(self)
+        return self._ids
+
+    @dir_ids.setter
+    def dir_ids(self, ids: tuple[bytes, ...] | None) -> None:
+        self._ids = ids
 
     @property
     def dir_id(self) -> bytes:

@@ -122,3 +122,9 @@ class LockError(VaultError):
     """cannot lock"""
 
     exit_code = 13
+
+
+class WeakPassword(VaultError):
+    """password too weak"""
+
+    exit_code = 15

@@ -67,7 +67,9 @@ class BackingTree:
         except BaseException:
             os.close(self._root_fd)
             raise
-        self.root = Dir(None, "", root_ids, backing_key(os.fstat(self._root_fd)), "/", self.root_path)
+        self.root = Dir(None, "", root_ids, backing_key(os.fstat(self._root_fd)), "/", self.root_path,
+                        load_ids=self._read_ids)
+        self._root_id = keys.root_dir_id
         self._dirs: weakref.WeakValueDictionary[BackingKey, Dir] = weakref.WeakValueDictionary()
         self._dirs[self.root.key] = self.root
         self._paths: OrderedDict[str, Dir] = OrderedDict()
@@ -217,30 +219,35 @@ class BackingTree:
         if DIRID_NAME not in names and not present:
             raise IntegrityError(f"{directory.label}: directory has no {DIRID_NAME}")
         if len(present) > len(directory.dir_ids):
-            ids = self.dirids.read_all(directory.backing, directory.label)
-            with self.lock:
-                directory.dir_ids = ids
+            directory.dir_ids = None  # read again, with the new copies
 
     # ------------------------------------------------------------ directories
 
     def child_dir(self, parent: Dir, entry: Entry, st: os.stat_result) -> Dir:
-        """The Dir of an existing directory entry; one object per backing directory."""
+        """The Dir of an existing directory entry; one object per backing directory.
+
+        Its IDs are read when first needed (a name looked up or listed inside it), so a
+        listing of the parent or a stat never opens the child's vaultfs.dirid.
+        """
         key = backing_key(st)
-        with self.lock:
-            known = self._dirs.get(key)
-            if known is not None and known.parent is parent and known.backing_name == entry.backing_name.entry:
-                return known
         label = join_path(parent.label, entry.name)
-        ids = self.dirids.read_all(os.path.join(parent.backing, entry.backing_name.entry), label)
         with self.lock:
             known = self._dirs.get(key)
-            if known is not None:  # moved behind our back, or renamed by us: follow the backing tree
-                known.parent, known.backing_name, known.dir_ids, known.label = (
-                    parent, entry.backing_name.entry, ids, label)
+            if known is not None:
+                if known.parent is not parent or known.backing_name != entry.backing_name.entry:
+                    # moved behind our back: follow the backing tree (and re-read its IDs there)
+                    known.parent, known.backing_name, known.label = parent, entry.backing_name.entry, label
+                    known.dir_ids = None
                 return known
-            directory = Dir(parent, entry.backing_name.entry, ids, key, label)
+            directory = Dir(parent, entry.backing_name.entry, None, key, label, load_ids=self._read_ids)
             self._dirs[key] = directory
             return directory
+
+    def _read_ids(self, directory: Dir) -> tuple[bytes, ...]:
+        ids = self.dirids.read_all(directory.backing, directory.label)
+        if directory.parent is None and self._root_id not in ids:
+            raise IntegrityError("/: the root directory ID does not belong to this vault")
+        return ids
 
     def moved(self, directory: Dir, new_parent: Dir, new_entry: str, new_name: str) -> None:
         """A directory was renamed in the backing tree: move its Dir (and so its subtree) along."""

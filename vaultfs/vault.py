@@ -343,11 +343,13 @@ class Vault:
             yield fd
 
     def getxattr_at(self, directory: Dir | None, name: str, xname: bytes, key: BackingKey | None = None) -> bytes:
+        self.xattrs.check(xname, setting=False)
         with self._xattr_fd(directory, name, key) as fd:
             return self.xattrs.get(fd, xname)
 
     def setxattr_at(self, directory: Dir | None, name: str, xname: bytes, value: bytes,
                     key: BackingKey | None = None) -> None:
+        self.xattrs.check(xname, setting=True)
         self.ns.writable()
         with self._xattr_fd(directory, name, key) as fd:
             self.xattrs.set(fd, xname, value)
@@ -360,6 +362,7 @@ class Vault:
             return []
 
     def removexattr_at(self, directory: Dir | None, name: str, xname: bytes, key: BackingKey | None = None) -> None:
+        self.xattrs.check(xname, setting=False)
         self.ns.writable()
         with self._xattr_fd(directory, name, key) as fd:
             self.xattrs.remove(fd, xname)

@@ -51,13 +51,21 @@ class XattrStore:
             finally:
                 os.close(own)
 
-    def get(self, fd: int, name: bytes) -> bytes:
+    def check(self, name: bytes, setting: bool) -> None:
+        """Before touching the entry: EOPNOTSUPP to set another namespace, ENODATA to read one.
+
+        (cp -a sets system.posix_acl_* and treats EOPNOTSUPP as "no ACLs here"; the kernel
+        asks for security.capability on every write.)
+        """
         try:
-            stored_name = self._cipher.backing_name(name)
-        except OSError as exc:
-            if exc.errno == errno.EOPNOTSUPP:  # e.g. the kernel asking for security.capability
-                raise OSError(errno.ENODATA, os.strerror(errno.ENODATA)) from None
-            raise
+            self._cipher.check_name(name)
+        except OSError:
+            if setting:
+                raise
+            raise OSError(errno.ENODATA, os.strerror(errno.ENODATA)) from None
+
+    def get(self, fd: int, name: bytes) -> bytes:
+        stored_name = self._cipher.backing_name(name)
         sealed = os.getxattr(fd, stored_name)
         try:
             return self._cipher.open(stored_name, sealed)
@@ -77,10 +85,4 @@ class XattrStore:
         return names
 
     def remove(self, fd: int, name: bytes) -> None:
-        try:
-            stored_name = self._cipher.backing_name(name)
-        except OSError as exc:
-            if exc.errno == errno.EOPNOTSUPP:
-                raise OSError(errno.ENODATA, os.strerror(errno.ENODATA)) from None
-            raise
-        os.removexattr(fd, stored_name)
+        os.removexattr(fd, self._cipher.backing_name(name))

@@ -26,7 +26,7 @@ import threading
 import time
 from typing import Any
 
-from vaultfs import errors
+from vaultfs import errors, hardening
 from vaultfs import log as vlog
 from vaultfs.fuse.serve import check_fuse, claim_backing, serve
 from vaultfs.fuse.state import (
@@ -177,6 +177,7 @@ def _announce(state: MountState) -> str:
 
 def run_foreground(vault: Any, args: Any, state: MountState) -> int:
     vlog.setup(foreground=True, logfile=args.log)
+    hardening.harden_daemon(vault.keys)  # no core dump, no same-user ptrace, keys mlocked
 
     def ready() -> None:
         state.pid, state.start = os.getpid(), process_start(os.getpid())
@@ -255,6 +256,7 @@ def _daemon(vault: Any, args: Any, state: MountState, write_fd: int) -> int:
     except OSError as e:
         os.write(write_fd, f"E--log {args.log}: {e.strerror}".encode())
         return errors.MountError.exit_code
+    hardening.harden_daemon(vault.keys)  # no core dump, no same-user ptrace, keys mlocked
     os.chdir("/")
     null = os.open(os.devnull, os.O_RDWR)
     os.dup2(null, 0)

@@ -3,8 +3,10 @@
 Walks the backing tree once, streaming: every directory ID, every name, every long-name
 sidecar, every file header, block tag and is_last mark, every symlink target.  Each
 problem is reported with its plaintext path where it can be known and its backing path.
-``--repair`` does only what cannot lose data: re-mark the last block of a torn append,
-remove orphan sidecars and leftover staging files, resolve sync-conflict copies.
+``--repair`` does only what cannot lose data: remove orphan sidecars and leftover
+staging files, resolve sync-conflict copies.  Re-marking the last block of a torn
+append can lose data (the same bytes are a file cut at a block boundary), so it needs
+``--accept-truncated`` as well and says how long the file becomes.
 """
 
 from __future__ import annotations
@@ -52,11 +54,12 @@ class Report:
 
 
 class Checker:
-    def __init__(self, vault: Vault, repair: bool = False,
+    def __init__(self, vault: Vault, repair: bool = False, accept_truncated: bool = False,
                  on_problem: Callable[[Problem], None] | None = None,
                  on_bytes: Callable[[int], None] | None = None) -> None:
         self.vault = vault
         self.repair = repair
+        self.accept_truncated = accept_truncated
         self.report = Report()
         self._on_problem = on_problem
         self._on_bytes = on_bytes
@@ -176,19 +179,37 @@ class Checker:
             hint = " (the last one: truncated or tampered)" if result.bad_blocks[-1] == result.last_index else ""
             self._problem("block", plain, path, f"block(s) {shown}{more} fail authentication{hint}")
         if result.torn_append and not result.bad_blocks:
-            def fix() -> None:
-                rw = os.open(path, os.O_RDWR | os.O_NOFOLLOW | os.O_CLOEXEC)
-                try:
-                    contentcheck.repair_torn_append(rw, vault.file_key, vault.block_size)
-                finally:
-                    os.close(rw)
-
-            self._problem("torn-append", plain, path,
-                          "the last block is authentic but not marked last: a crash during an append, or the "
-                          "file was cut at a block boundary (--repair accepts the shorter file)", fix)
+            self._torn_append(plain, path, result.plain_size or 0)
         elif result.torn_append:
             self._problem("torn-append", plain, path, "the last block is not marked last (not repaired: "
                           "other blocks are damaged too)")
+
+    def _torn_append(self, plain: str, path: str, size: int) -> None:
+        """The last block is authentic but marked 'not last': a torn append, or a cut at a block boundary.
+
+        The two leave the same bytes, so re-marking is accepting the file at ``size``
+        bytes: after a torn append only the data being appended is lost (it was never
+        complete); after a cut, everything that followed, of a length nothing records.
+        """
+        vault = self.vault
+
+        def fix() -> None:
+            rw = os.open(path, os.O_RDWR | os.O_NOFOLLOW | os.O_CLOEXEC)
+            try:
+                contentcheck.repair_torn_append(rw, vault.file_key, vault.block_size)
+            finally:
+                os.close(rw)
+
+        cause = ("the last block is authentic but not marked last (a crash during an append, or the file was cut "
+                 "at a block boundary: the two look the same)")
+        if self.accept_truncated:
+            self._problem("torn-append", plain, path,
+                          f"{cause}: accepted at {size:,} bytes; lost: an unknown number of bytes after byte "
+                          f"{size:,} (after a crash, the data being appended; after a cut, whatever followed)", fix)
+        else:
+            self._problem("torn-append", plain, path,
+                          f"{cause}; it reads as EIO; `fsck --repair --accept-truncated` accepts it at {size:,} "
+                          "bytes and loses whatever followed")
 
     def _count_bytes(self, count: int) -> None:
         self.report.bytes_checked += count
