@@ -409,7 +409,7 @@ class VaultOperations(pyfuse3.Operations):
             state.listing = self.vault.listdir_at(self.inodes.dir_of(state.ino))
         # ids: 1 ".", 2 "..", 3.. the entries; each reply's next_id is where to resume.
         if start_id < 2:
-            parent = next(iter(node.links))[0] if node.links else ROOT_INODE
+            parent = node.links[0][0] if node.links else ROOT_INODE
             dots = [(b".", node.ino), (b"..", parent)]
             for index in range(start_id, 2):
                 name, dot = dots[index]
