@@ -78,6 +78,11 @@ class Vault:
             "--log", str(self.logfile), *extra, check=check,
         )  # fmt: skip
 
+    def mount_at(self, mountpoint: Path, *extra: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+        """Mount this vault somewhere else too (the second mount is expected to be refused)."""
+        return vaultfs("mount", str(self.backing), str(mountpoint), "--passfile", str(self.passfile),
+                       *extra, check=check)
+
     def lock(self, check: bool = True) -> subprocess.CompletedProcess[str]:
         return vaultfs("lock", str(self.mnt), check=check)
 

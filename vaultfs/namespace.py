@@ -121,7 +121,7 @@ class Namespace:
                 raise _err(errno.ENOTDIR, name)
             self._remove_dir(fd, entry.backing_name.entry, name)
             self.tree.remove_sidecar(fd, entry.backing_name)
-            self.tree.forget(self.tree.known_dir((st.st_dev, st.st_ino)))
+            self.tree.removed((st.st_dev, st.st_ino))
 
     def unlink(self, directory: Dir, name: str) -> os.stat_result:
         """Remove a name at once (an open file lives on through its fd); return what it was."""
@@ -168,7 +168,7 @@ class Namespace:
                     if self._inside(new_dir, src_st):
                         raise OSError(errno.EINVAL, "cannot move a directory into itself", new)
                     self._remove_dir(dst_fd, dst_name, new)
-                    self.tree.forget(self.tree.known_dir((dst_st.st_dev, dst_st.st_ino)))
+                    self.tree.removed((dst_st.st_dev, dst_st.st_ino))
             elif stat.S_ISDIR(src_st.st_mode) and self._inside(new_dir, src_st):
                 raise OSError(errno.EINVAL, "cannot move a directory into itself", new)
             self.tree.write_sidecar(dst_fd, dst.backing_name)

@@ -40,6 +40,68 @@ from vaultfs.format.names import (
 log = logging.getLogger("vaultfs")
 
 _PATH_CACHE_SIZE = 4096
+DIR_FDS = 256  # directory fds kept open: well below any RLIMIT_NOFILE, enough for a backup's hot dirs
+
+
+class _FdSlot:
+    __slots__ = ("fd", "pins", "dropped")
+
+    def __init__(self, fd: int) -> None:
+        self.fd = fd
+        self.pins = 1
+        self.dropped = False
+
+
+class DirFdCache:
+    """Open fds of recently used directories; an fd is closed only when nobody is using it."""
+
+    def __init__(self, capacity: int) -> None:
+        self._capacity = capacity
+        self._slots: OrderedDict[BackingKey, _FdSlot] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def take(self, key: BackingKey) -> _FdSlot | None:
+        with self._lock:
+            slot = self._slots.get(key)
+            if slot is not None:
+                self._slots.move_to_end(key)
+                slot.pins += 1
+            return slot
+
+    def put(self, key: BackingKey, fd: int) -> _FdSlot:
+        slot = _FdSlot(fd)
+        with self._lock:
+            old = self._slots.pop(key, None)
+            if old is not None:
+                self._retire(old)
+            self._slots[key] = slot
+            while len(self._slots) > self._capacity:
+                _, oldest = self._slots.popitem(last=False)
+                self._retire(oldest)
+        return slot
+
+    def release(self, slot: _FdSlot) -> None:
+        with self._lock:
+            slot.pins -= 1
+            if slot.dropped and not slot.pins:
+                os.close(slot.fd)
+
+    def drop(self, key: BackingKey) -> None:
+        with self._lock:
+            slot = self._slots.pop(key, None)
+            if slot is not None:
+                self._retire(slot)
+
+    def close_all(self) -> None:
+        with self._lock:
+            while self._slots:
+                self._retire(self._slots.popitem()[1])
+
+    @staticmethod
+    def _retire(slot: _FdSlot) -> None:
+        slot.dropped = True
+        if not slot.pins:
+            os.close(slot.fd)
 
 
 def lstat_at(dir_fd: int, name: str) -> os.stat_result | None:
@@ -75,8 +137,10 @@ class BackingTree:
         self._paths: OrderedDict[str, Dir] = OrderedDict()
         self._virtual: dict[tuple[BackingKey, str], str] = {}  # read-only views of conflict copies
         self._reported: set[str] = set()
+        self._fds = DirFdCache(DIR_FDS)
 
     def close(self) -> None:
+        self._fds.close_all()
         if self._root_fd >= 0:
             os.close(self._root_fd)
             self._root_fd = -1
@@ -87,17 +151,26 @@ class BackingTree:
     def dir_fd(self, directory: Dir) -> Iterator[int]:
         """The backing directory of ``directory``, opened without following links.
 
-        ESTALE when the directory at that place is not the one we knew (a sync client
-        replaced it): its IDs would name other entries.
+        Recently used directories keep their fd open (an LRU of DIR_FDS, each pinned while
+        in use): an fd follows its directory through renames, so a cached one stays right
+        where a path would go stale.  ESTALE when the directory found at that place is
+        not the one we knew (a sync client replaced it): its IDs would name other entries.
         """
-        fd = backing.open_dir_beneath(self._root_fd, directory.relpath())
-        try:
+        if directory.parent is None:
+            yield self._root_fd
+            return
+        slot = self._fds.take(directory.key)
+        if slot is None:
+            fd = backing.open_dir_beneath(self._root_fd, directory.relpath())
             if backing_key(os.fstat(fd)) != directory.key:
+                os.close(fd)
                 self.forget(directory)
                 raise OSError(errno.ESTALE, "the backing directory was replaced", directory.label)
-            yield fd
+            slot = self._fds.put(directory.key, fd)
+        try:
+            yield slot.fd
         finally:
-            os.close(fd)
+            self._fds.release(slot)
 
     # ------------------------------------------------------------ names
 
@@ -263,8 +336,15 @@ class BackingTree:
         """Drop cached path resolutions (after a directory was renamed, removed or replaced)."""
         with self.lock:
             self._paths.clear()
-            if directory is not None and self._dirs.get(directory.key) is directory:
-                del self._dirs[directory.key]
+            if directory is not None:
+                self.removed(directory.key)
+
+    def removed(self, key: BackingKey) -> None:
+        """A backing directory is gone: its cached fd and Dir must not serve a new one with its number."""
+        with self.lock:
+            self._paths.clear()
+            self._fds.drop(key)
+            self._dirs.pop(key, None)
 
     def resolve(self, path: str) -> Dir:
         """The directory at a plaintext path (ENOENT / ENOTDIR as open(2) would say)."""

@@ -43,6 +43,13 @@ ATTR_TIMEOUT = 1.0  # seconds it may trust attributes
 NEGATIVE_TIMEOUT = 1.0  # seconds it may trust "no such entry"
 THREAD_MIN = 128 * 1024  # bytes: reads/writes from this size run in a worker thread
 FALLOC_FL_KEEP_SIZE = 0x01  # <linux/falloc.h>
+_CURRENT = {"uid": "st_uid", "gid": "st_gid", "mode": "st_mode", "atime_ns": "st_atime_ns", "mtime_ns": "st_mtime_ns"}
+
+
+def _current(attr: Attr, field: str) -> int:
+    """The value a setattr field has now (mode without the file type bits)."""
+    value = getattr(attr, _CURRENT[field])
+    return stat.S_IMODE(value) if field == "mode" else value
 
 F = TypeVar("F", bound=Callable[..., Awaitable[Any]])
 
@@ -239,20 +246,31 @@ class VaultOperations(pyfuse3.Operations):
         if fields.update_mtime:
             changes["mtime_ns"] = attr.st_mtime_ns
         size = attr.st_size if fields.update_size else None
-        if (changes or size is not None) and not self.vault.setattr_open(node.key, size=size, **changes):
+        if not changes and size is None:
+            # ctime alone: the writeback cache flushing it after a rename; nothing can set it.
+            return self._reply(node, self._attr(node))
+        if self.vault.setattr_open(node.key, size=size, **changes):
+            return self._reply(node, self._attr(node))
+        if node.dir is not None or node.ino == ROOT_INODE:
+            current, (directory, name) = self._attr(node), self._place(node)
+        else:
             try:
-                directory, name = self._place(node)
+                found = self._find(node)
             except FileNotFoundError:
                 # Every name is gone and nothing holds it open (the writeback cache flushing
                 # the times of a deleted file): there is nothing left to change.
                 attr.st_ino = node.ino
                 attr.st_nlink = 0
                 return attr
-            if size is not None:
-                self.vault.truncate_at(directory, name, size)
-            if changes:
-                self.vault.setattr_at(directory, name, **changes)
-        # ctime alone (the writeback cache flushing it after a rename) needs no backing call.
+            current, directory, name = found.attr, found.entry.parent, found.entry.name
+        # The writeback cache re-sends times the file already has (after every rename): skip those.
+        changes = {field: value for field, value in changes.items() if _current(current, field) != value}
+        if size is not None and size != current.st_size:
+            self.vault.truncate_at(directory, name, size)
+        elif not changes:
+            return self._reply(node, current)
+        if changes:
+            self.vault.setattr_at(directory, name, **changes)
         return self._reply(node, self._attr(node))
 
     @handler
@@ -288,6 +306,8 @@ class VaultOperations(pyfuse3.Operations):
 
     @handler
     async def getxattr(self, inode: int, name: bytes, ctx: Any = None) -> bytes:
+        if not name.startswith(b"user."):  # the kernel asks for security.capability before every write
+            raise pyfuse3.FUSEError(errno.ENODATA)
         directory, entry, key = self._xattr_place(inode)
         return self.vault.getxattr_at(directory, entry, name, key)
 
@@ -390,7 +410,7 @@ class VaultOperations(pyfuse3.Operations):
             state.listing = self.vault.listdir_at(self.inodes.dir_of(state.ino))
         # ids: 1 ".", 2 "..", 3.. the entries; each reply's next_id is where to resume.
         if start_id < 2:
-            parent = next(iter(node.links))[0] if node.links else ROOT_INODE
+            parent = node.links[0][0] if node.links else ROOT_INODE
             dots = [(b".", node.ino), (b"..", parent)]
             for index in range(start_id, 2):
                 name, dot = dots[index]
