@@ -97,7 +97,15 @@ import uuid as _uuid  # noqa: E402
 from tests.mounting import Vault as _MountVault  # noqa: E402
 from tests.mounting import force_unmount as _force_unmount  # noqa: E402
 from tests.mounting import mounted as _mounted  # noqa: E402
+from tests.mounting import release_seals as _release_seals  # noqa: E402
 from tests.mounting import vaultfs_mounts as _vaultfs_mounts  # noqa: E402
+
+
+@pytest.fixture(autouse=True)
+def unseal_mountpoints():
+    """Locked mountpoints are immutable (for root): release them so pytest can delete its temp dirs."""
+    yield
+    _release_seals()
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -108,6 +116,7 @@ def no_mount_left_behind(tmp_path_factory):
     left = [m for m in _vaultfs_mounts() if m.startswith(base)]
     for mountpoint in left:
         _force_unmount(mountpoint)
+    _release_seals(everything=True)
     assert not left, f"FUSE mounts left behind: {left}"
 
 
