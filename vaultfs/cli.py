@@ -126,6 +126,7 @@ def cmd_recover(args: argparse.Namespace) -> int:
         keyfile.load_config(backing_dir)
     typed = read_secret(args.recovery_key_file, "Recovery key: ", "recovery key")
     keys = VaultKeys.derive(recovery.decode(typed))
+    keyfile.check_recovery_key(backing_dir, keys, args.rebuild_config)  # before the prompt and the calibration
     new = read_password(args.new_passfile, "New password: ", confirm=True)
     keyfile.recover(backing_dir, keys, new, kdf_from_args(args), rebuild=args.rebuild_config)
     action = "Rebuilt vaultfs.conf and set" if args.rebuild_config else "Set"

@@ -310,11 +310,11 @@ def change_password(backing_dir: str, old_password: str, new_password: str, kdf:
     write_config(backing_dir, new_config(keys, new_password, kdf))
 
 
-def recover(backing_dir: str, keys: VaultKeys, new_password: str, kdf: KdfParams, rebuild: bool) -> None:
-    """Set a new password with the master key (from the recovery key).
+def check_recovery_key(backing_dir: str, keys: VaultKeys, rebuild: bool) -> None:
+    """Prove that ``keys`` (from a recovery key) open this vault, before any slow work.
 
-    With ``rebuild`` the config is written anew from the master key alone, after the
-    root's sealed directory ID proved that the key belongs to this vault.
+    With ``rebuild`` the root's sealed directory ID is the proof (the config may be
+    lost); otherwise the config's vault ID and MAC.
     """
     from vaultfs.errors import IntegrityError, WrongRecoveryKey
     from vaultfs.format.dirids import DirIds  # dirids sits beside keyfile; imported here to keep keyfile standalone
@@ -335,4 +335,13 @@ def recover(backing_dir: str, keys: VaultKeys, new_password: str, kdf: KdfParams
             config.verify(keys)
         except ConfigDamaged as exc:
             raise ConfigDamaged(f"{exc.detail}; rerun with --rebuild-config to write a new one") from None
+
+
+def recover(backing_dir: str, keys: VaultKeys, new_password: str, kdf: KdfParams, rebuild: bool) -> None:
+    """Set a new password with the master key (from the recovery key).
+
+    With ``rebuild`` the config is written anew from the master key alone, after the
+    root's sealed directory ID proved that the key belongs to this vault.
+    """
+    check_recovery_key(backing_dir, keys, rebuild)
     write_config(backing_dir, new_config(keys, new_password, kdf))
