@@ -8,8 +8,8 @@ seal on a locked mountpoint.
 
 Exit codes: 0 mounted, 16 locked (not mounted), 17 stale (the mount is there but its
 daemon died: ``vaultfs lock`` cleans it up), 5 for a path that is neither a vault nor a
-vaultfs mountpoint.  Without an argument: every mount of this user, 0 if any is
-mounted (17 if any is stale), else 16.
+vaultfs mountpoint.  Without an argument: every vaultfs mount of this user (everyone's
+for root), 0 if any is mounted (17 if any is stale), else 16.
 """
 
 from __future__ import annotations
@@ -28,6 +28,7 @@ from vaultfs.fuse.state import (
     all_states,
     canonical,
     daemon_alive,
+    fuse_owner,
     is_stale,
     load_state,
     mount_stack,
@@ -169,7 +170,9 @@ def collect(target: str | None) -> list[Status]:
     prune_states()
     if target is None:
         mountpoints = [s.mountpoint for s in all_states()]
-        mountpoints += [where for where, kind, _ in mount_table() if kind == FUSE_TYPE and where not in mountpoints]
+        mine = {None, os.geteuid()} if os.geteuid() else None  # root: everyone's
+        mountpoints += [where for where, kind, _ in mount_table() if kind == FUSE_TYPE and where not in mountpoints
+                        and (mine is None or fuse_owner(where) in mine)]
         return [s for m in mountpoints if (s := of_mountpoint(m)) is not None and s.state != "locked"]
     path = canonical(target)
     status = of_mountpoint(path)

@@ -174,6 +174,19 @@ def mount_table() -> list[tuple[str, str, str]]:
     return table
 
 
+def fuse_owner(mountpoint: str) -> int | None:
+    """The uid a FUSE mount belongs to (its ``user_id=`` option), None if unknown."""
+    owner = None
+    with open("/proc/self/mountinfo", encoding="utf-8", errors="surrogateescape") as f:
+        for line in f:
+            parts = line.split()
+            if len(parts) > 4 and _unescape(parts[4]) == mountpoint and "-" in parts:
+                for option in parts[-1].split(","):
+                    if option.startswith("user_id=") and option[8:].isdigit():
+                        owner = int(option[8:])
+    return owner
+
+
 def mount_stack(mountpoint: str) -> list[tuple[str, str]]:
     """(type, source) of the mounts exactly at mountpoint, bottom first (dead FUSE mounts too)."""
     return [(kind, source) for where, kind, source in mount_table() if where == mountpoint]
