@@ -80,6 +80,26 @@ def test_a_working_directory_in_the_mount_is_named_too(new_vault: Vault) -> None
         assert "locked" in new_vault.lock().stdout
 
 
+def test_a_process_in_the_bare_directory_underneath_does_not_hold_the_vault(new_vault: Vault) -> None:
+    """Its cwd has the mountpoint's path but lies on the directory the vault covers."""
+    before = subprocess.Popen(["sleep", "60"], cwd=new_vault.mnt)
+    try:
+        with mounted(new_vault):
+            inside = subprocess.Popen(["sleep", "60"], cwd=new_vault.mnt)
+            try:
+                refused = new_vault.lock(check=False)
+                assert refused.returncode == 13 and f"pid {inside.pid} (sleep)" in refused.stderr
+                assert f"pid {before.pid}" not in refused.stderr
+            finally:
+                inside.kill()
+                inside.wait()
+            result = new_vault.lock()
+            assert result.returncode == 0 and f"pid {before.pid}" not in result.stdout
+    finally:
+        before.kill()
+        before.wait()
+
+
 def test_lock_force_cuts_off_says_so_and_logs_it(new_vault: Vault) -> None:
     with mounted(new_vault), sqlite_shell(new_vault.mnt / "msgstore.db") as shell:
         result = new_vault.lock("--force")

@@ -10,6 +10,7 @@ from __future__ import annotations
 import errno
 import os
 import signal
+import stat
 import subprocess
 import time
 from pathlib import Path
@@ -60,6 +61,14 @@ def test_after_lock_root_cannot_write_and_after_mount_it_can(new_vault: Vault, t
     assert_sealed(new_vault, tmp_path)
     with mounted(new_vault):
         assert (new_vault.mnt / "kept").read_bytes() == b"in the vault"
+
+
+def test_a_first_mount_that_fails_leaves_the_directory_as_it_was(new_vault: Vault) -> None:
+    new_vault.mnt.chmod(0o750)
+    result = new_vault.mount("-o", "no_such_fuse_option", check=False)
+    assert result.returncode == 10 and "no_such_fuse_option" in result.stderr
+    assert not seal.inspect(str(new_vault.mnt)).any
+    assert stat.S_IMODE(os.stat(new_vault.mnt).st_mode) == 0o750
 
 
 def test_the_seal_is_in_place_before_the_first_mount_ends(new_vault: Vault, tmp_path: Path) -> None:

@@ -1,10 +1,19 @@
 """Which processes hold a mount: open files, working directories, memory maps (like fuser -m).
 
 ``lock`` names them when it refuses a busy mount and says whom ``--force`` cut off;
-``status`` lists them as the mount's open files.  Read from /proc without touching the
-mount itself: ``readlink`` of /proc/PID/fd/N never sends a request to the FUSE daemon,
-so a hung or dead daemon cannot hang the scan.  A user sees their own processes, root
-sees all of them (in this mount namespace).
+``status`` lists them as the mount's open files.  Read from /proc without a request to
+the mount itself, so a hung or dead daemon cannot hang the scan:
+
+- an open file counts when its ``mnt_id`` (/proc/PID/fdinfo/N) is the vault mount's ID,
+  not merely when its path starts with the mountpoint: a process that entered the bare
+  directory *before* the mount (its cwd is on the seal underneath) does not hold the
+  vault, and a file opened through a bind mount of the vault does;
+- a working or root directory is opened with O_PATH through /proc/PID/cwd (a jump to
+  the dentry: no lookup, no FUSE request) and its mount ID read the same way;
+- memory maps are matched by path (/proc/PID/maps has no mount ID).
+
+A user sees their own processes, root sees all of them (in this mount namespace).
+Without a mount ID (kernels before 3.15), paths are compared instead.
 """
 
 from __future__ import annotations
@@ -12,6 +21,8 @@ from __future__ import annotations
 import contextlib
 import os
 from dataclasses import dataclass, field
+
+from vaultfs.fuse.state import mount_id
 
 DELETED = " (deleted)"
 
@@ -44,19 +55,37 @@ def _command(pid: int) -> str:
         return "?"
 
 
-def _links(pid: int) -> list[tuple[str, str]]:
-    """(path, how) for the process's cwd, root and open fds."""
+def _mnt_id(fdinfo: str) -> int | None:
+    try:
+        with open(fdinfo, encoding="ascii", errors="replace") as f:
+            for line in f:
+                if line.startswith("mnt_id:"):
+                    return int(line.split()[1])
+    except (OSError, ValueError):
+        pass
+    return None
+
+
+def _links(pid: int) -> list[tuple[str, str, int | None]]:
+    """(path, how, mount ID) for the process's cwd, root and open fds."""
     found = []
     for name, how in (("cwd", " (cwd)"), ("root", " (root)")):
-        with contextlib.suppress(OSError):
-            found.append((os.readlink(f"/proc/{pid}/{name}"), how))
+        try:
+            path = os.readlink(f"/proc/{pid}/{name}")
+            fd = os.open(f"/proc/{pid}/{name}", os.O_PATH | os.O_CLOEXEC)
+        except OSError:
+            continue
+        try:
+            found.append((path, how, _mnt_id(f"/proc/self/fdinfo/{fd}")))
+        finally:
+            os.close(fd)
     try:
         fds = os.listdir(f"/proc/{pid}/fd")
     except OSError:
         return found
-    for fd in fds:
+    for fd_name in fds:
         with contextlib.suppress(OSError):
-            found.append((os.readlink(f"/proc/{pid}/fd/{fd}"), ""))
+            found.append((os.readlink(f"/proc/{pid}/fd/{fd_name}"), "", _mnt_id(f"/proc/{pid}/fdinfo/{fd_name}")))
     return found
 
 
@@ -75,16 +104,18 @@ def _mapped(pid: int, mountpoint: str) -> list[str]:
 
 
 def find(mountpoint: str, exclude: tuple[int, ...] = ()) -> list[Holder]:
-    """Every process (but ``exclude`` and this one) with something open under ``mountpoint``."""
+    """Every process (but ``exclude`` and this one) with something open in the mount at ``mountpoint``."""
     skip = {os.getpid(), *exclude}
+    target = mount_id(mountpoint)
     holders = []
     for entry in os.listdir("/proc"):
         if not entry.isdigit() or int(entry) in skip:
             continue
         pid = int(entry)
         paths: list[str] = []
-        for path, how in _links(pid):
-            if _inside(path, mountpoint) and path + how not in paths:
+        for path, how, mnt in _links(pid):
+            held = mnt == target if target is not None and mnt is not None else _inside(path, mountpoint)
+            if held and path + how not in paths:
                 paths.append(path + how)
         for path in _mapped(pid, mountpoint):
             if path not in paths and path + " (mapped)" not in paths:

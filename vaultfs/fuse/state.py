@@ -174,6 +174,17 @@ def mount_table() -> list[tuple[str, str, str]]:
     return table
 
 
+def mount_id(mountpoint: str) -> int | None:
+    """The ID (mountinfo's first field, fdinfo's ``mnt_id``) of the mount on top at mountpoint."""
+    found = None
+    with open("/proc/self/mountinfo", encoding="utf-8", errors="surrogateescape") as f:
+        for line in f:
+            parts = line.split()
+            if len(parts) > 4 and _unescape(parts[4]) == mountpoint:
+                found = int(parts[0])
+    return found
+
+
 def fuse_owner(mountpoint: str) -> int | None:
     """The uid a FUSE mount belongs to (its ``user_id=`` option), None if unknown."""
     owner = None
