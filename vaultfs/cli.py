@@ -414,7 +414,7 @@ def build_parser() -> argparse.ArgumentParser:
                        description="Show whether a vault is mounted (exit 0), locked (16) or left stale by a "
                                    "daemon that died (17); with a mount: backing dir, daemon pid, open files "
                                    "and the processes holding them, the idle timer. Without an argument: every "
-                                   "mount of this user.")
+                                   "vaultfs mount of this user (everyone's for root).")
     p.add_argument("target", metavar="MOUNTPOINT|BACKING", nargs="?")
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.set_defaults(func=cmd_status)
