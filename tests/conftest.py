@@ -49,6 +49,12 @@ def run_cli(*args: str, input: str | None = None, timeout: float = 60) -> subpro
                           env=cli_env(), timeout=timeout, stdin=None if input is not None else subprocess.DEVNULL)
 
 
+def without_test_kdf_warning(stderr: str | bytes) -> str:
+    """stderr minus the one-line warning every unlock of a test vault prints (cheap KDF on purpose)."""
+    text = stderr.decode() if isinstance(stderr, bytes) else stderr
+    return "".join(line for line in text.splitlines(keepends=True) if "test-only argon2id parameters" not in line)
+
+
 def write_passfile(path: Path, password: str) -> Path:
     path.write_text(password + "\n", encoding="utf-8")
     path.chmod(0o600)
@@ -100,7 +106,15 @@ import uuid as _uuid  # noqa: E402
 from tests.mounting import Vault as _MountVault  # noqa: E402
 from tests.mounting import force_unmount as _force_unmount  # noqa: E402
 from tests.mounting import mounted as _mounted  # noqa: E402
+from tests.mounting import release_seals as _release_seals  # noqa: E402
 from tests.mounting import vaultfs_mounts as _vaultfs_mounts  # noqa: E402
+
+
+@pytest.fixture(autouse=True)
+def unseal_mountpoints():
+    """Locked mountpoints are immutable (for root): release them so pytest can delete its temp dirs."""
+    yield
+    _release_seals()
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -111,6 +125,7 @@ def no_mount_left_behind(tmp_path_factory):
     left = [m for m in _vaultfs_mounts() if m.startswith(base)]
     for mountpoint in left:
         _force_unmount(mountpoint)
+    _release_seals(everything=True)
     assert not left, f"FUSE mounts left behind: {left}"
 
 
@@ -156,4 +171,7 @@ def public_vault():
         yield _MountVault.create(root)
     finally:
         _force_unmount(root / "mnt")
+        from tests.mounting import release_seals
+
+        release_seals()  # the locked mountpoint is immutable
         shutil.rmtree(root)

@@ -1,8 +1,10 @@
 """Helpers for the mounted tests: the real CLI in subprocesses, real FUSE mounts.
 
-Every mount made here is unmounted in a ``finally`` (``vaultfs lock``, then
-``fusermount3 -uz`` if that failed); conftest fails the session if a vaultfs FUSE
-mount is left behind anyway.
+Every mount made here is unmounted in a ``finally`` (``vaultfs lock``, ``lock
+--force`` if something was left open, then ``fusermount3 -uz`` if that failed);
+conftest fails the session if a vaultfs FUSE mount is left behind anyway.  A locked
+mountpoint is sealed (immutable for root), so every mountpoint made here is released
+after the test (``release_seals``), or pytest could not delete its temp dirs.
 """
 
 from __future__ import annotations
@@ -54,6 +56,26 @@ def force_unmount(mountpoint: str | Path) -> None:
     subprocess.run(["fusermount3", "-uz", str(mountpoint)], capture_output=True, check=False)
 
 
+_MOUNTPOINTS: list[Path] = []  # every mountpoint a test made; their seals are released after it
+
+
+def track_mountpoint(mountpoint: Path) -> Path:
+    _MOUNTPOINTS.append(mountpoint)
+    return mountpoint
+
+
+def release_seals(everything: bool = False) -> None:
+    """Take the seal off every tracked mountpoint that is no longer mounted."""
+    from vaultfs.fuse import seal
+
+    for mountpoint in list(_MOUNTPOINTS):
+        if str(mountpoint) in vaultfs_mounts() and not everything:
+            continue
+        if mountpoint.exists():
+            seal.release(str(mountpoint))
+        _MOUNTPOINTS.remove(mountpoint)
+
+
 @dataclass
 class Vault:
     """One vault on disk: backing dir, mountpoint, password file, daemon log."""
@@ -62,6 +84,9 @@ class Vault:
     mnt: Path
     passfile: Path
     logfile: Path
+
+    def __post_init__(self) -> None:
+        track_mountpoint(self.mnt)
 
     @classmethod
     def create(cls, root: Path) -> Vault:
@@ -83,8 +108,8 @@ class Vault:
         return vaultfs("mount", str(self.backing), str(mountpoint), "--passfile", str(self.passfile),
                        *extra, check=check)
 
-    def lock(self, check: bool = True) -> subprocess.CompletedProcess[str]:
-        return vaultfs("lock", str(self.mnt), check=check)
+    def lock(self, *extra: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+        return vaultfs("lock", str(self.mnt), *extra, check=check)
 
     def remount(self, *extra: str) -> None:
         self.lock()
@@ -111,6 +136,8 @@ def mounted(vault: Vault, *extra: str) -> Iterator[Vault]:
         try:
             if vault.is_mounted():
                 vault.lock(check=False)
+            if vault.is_mounted():  # a file left open: cut it off
+                vault.lock("--force", check=False)
         finally:
             if vault.is_mounted():
                 force_unmount(vault.mnt)

@@ -2,7 +2,9 @@
 
 Each verb is a function ``cmd_<verb>(args) -> int``.  Errors are raised as
 ``errors.VaultError`` subclasses and turned into one line on stderr plus the class's
-exit code in ``main`` (the list is in docs/cli.md and the README).
+exit code in ``main`` (the list is in the README).  ``main`` also ends quietly on a
+closed pipe (``vaultfs ls ... | head``), and takes the mount(8) helper form
+``vaultfs BACKING MOUNTPOINT -o OPTIONS`` (fstab.py).
 """
 
 from __future__ import annotations
@@ -19,7 +21,8 @@ from vaultfs.errors import UsageError, VaultError, VaultIOError
 from vaultfs.format import keyfile, recovery
 from vaultfs.format.keyfile import KDF_FLOOR, KDF_MAX, TEST_KDF, KdfParams
 from vaultfs.format.keys import VaultKeys
-from vaultfs.passwords import read_password, read_secret
+from vaultfs.passcmd import PassCommand
+from vaultfs.passwords import read_password, read_secret, unlock_with_retries
 
 _DURATION = re.compile(r"^(\d+(?:\.\d+)?)([smhd]?)$")
 
@@ -148,7 +151,8 @@ def _unlock(args: argparse.Namespace, read_only: bool = True):
 
     backing_dir = os.path.abspath(args.backing)
     keyfile.load_config(backing_dir)  # a missing vault is reported before any prompt
-    return Vault.unlock(backing_dir, read_password(args.passfile), read_only=read_only)
+    return unlock_with_retries(args.passfile, lambda password: Vault.unlock(backing_dir, password,
+                                                                             read_only=read_only))
 
 
 def cmd_export(args: argparse.Namespace) -> int:
@@ -277,13 +281,35 @@ def cmd_lock(args: argparse.Namespace) -> int:
     return mountlock.cmd_lock(args)
 
 
+def cmd_run(args: argparse.Namespace) -> int:
+    from vaultfs import run
+
+    return run.cmd_run(args)
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    from vaultfs import status
+
+    return status.cmd_status(args)
+
+
+def cmd_login_unit(args: argparse.Namespace) -> int:
+    from vaultfs import units
+
+    return units.cmd_login_unit(args)
+
+
 # ---------------------------------------------------------------- parser
 
 def _add_password_flags(parser: argparse.ArgumentParser) -> None:
     """The flags of every verb that sets a new password: strength override and KDF parameters."""
     parser.add_argument("--allow-weak-password", action="store_true",
                         help="accept a password that zxcvbn rates very weak (score 0 or 1)")
-    group = parser.add_argument_group("password hashing (default: calibrated to about 1 s)")
+    group = parser.add_argument_group(
+        "password hashing",
+        f"Default: calibrated to about 1 s on this machine. Never below the floor of RFC 9106's second "
+        f"recommendation: memory {KDF_FLOOR.memory_kib} KiB ({KDF_FLOOR.memory_kib // 1024} MiB), time "
+        f"{KDF_FLOOR.time_cost}, parallelism {KDF_FLOOR.parallelism}.")
     group.add_argument("--kdf-memory-kib", type=_positive_int, metavar="KIB",
                        help=f"argon2id memory in KiB (at most {KDF_MAX.memory_kib})")
     group.add_argument("--kdf-time", type=_positive_int, metavar="N",
@@ -298,18 +324,39 @@ def _add_password_flags(parser: argparse.ArgumentParser) -> None:
 
 
 PASSFILE_HELP = "read the password from FILE (first line), or from stdin with -"
+PASSCMD_HELP = ("run CMD (split like a shell would, no shell run) and take the first line it prints as "
+                "the password, e.g. --passcmd 'secret-tool lookup vaultfs chat'")
 NEW_PASSFILE_HELP = "new password from FILE, or the next line of stdin with -"
+
+
+def _passcmd(text: str) -> PassCommand:
+    try:
+        return PassCommand(text)
+    except VaultError as exc:
+        raise argparse.ArgumentTypeError(exc.detail or exc.message) from None
 
 
 def _verb(sub: argparse._SubParsersAction, name: str, func, summary: str, description: str,
           passfile: str | None = PASSFILE_HELP) -> argparse.ArgumentParser:
-    """A verb on BACKING: its parser with the BACKING argument and, if it needs one, --passfile."""
+    """A verb on BACKING: its parser with the BACKING argument and, if it needs one, --passfile/--passcmd."""
     parser = sub.add_parser(name, help=summary, description=description)
     parser.add_argument("backing", metavar="BACKING")
     if passfile is not None:
-        parser.add_argument("--passfile", metavar="FILE|-", help=passfile)
+        source = parser.add_mutually_exclusive_group()
+        source.add_argument("--passfile", metavar="FILE|-", help=passfile)
+        source.add_argument("--passcmd", dest="passfile", metavar="CMD", type=_passcmd, help=PASSCMD_HELP)
     parser.set_defaults(func=func)
     return parser
+
+
+def _add_mount_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("mountpoint", metavar="MOUNTPOINT")
+    parser.add_argument("--read-only", action="store_true", help="mount read-only")
+    parser.add_argument("--allow-other", action="store_true",
+                        help="let other users access the mount (enables default_permissions)")
+    parser.add_argument("-o", dest="fuse_options", action="append", default=[], metavar="OPTIONS",
+                        help="extra FUSE mount options, comma-separated (repeatable)")
+    parser.add_argument("--log", metavar="FILE", help="log to FILE instead of syslog when in the background")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -371,31 +418,78 @@ def build_parser() -> argparse.ArgumentParser:
                         "append, or a file cut at a block boundary) at its shorter length; what followed is lost")
 
     p = _verb(sub, "mount", cmd_mount, "unlock the vault and mount its plaintext view",
-              "Ask for the password, mount BACKING at MOUNTPOINT and return once it answers.")
-    p.add_argument("mountpoint", metavar="MOUNTPOINT")
-    p.add_argument("-f", "--foreground", action="store_true", help="stay attached; logs go to stderr")
+              "Ask for the password (three tries on a terminal), mount BACKING at MOUNTPOINT and return "
+              "once it answers. The empty mountpoint underneath stays sealed against writes, root's too.")
+    _add_mount_options(p)
+    p.add_argument("-f", "--foreground", action="store_true",
+                   help="stay attached; logs go to stderr; tells systemd (Type=notify) once mounted")
     p.add_argument("--idle", type=parse_duration, metavar="DURATION",
-                   help="lock by itself after no access for DURATION (e.g. 15m)")
-    p.add_argument("--read-only", action="store_true", help="mount read-only")
-    p.add_argument("--allow-other", action="store_true",
-                   help="let other users access the mount (enables default_permissions)")
-    p.add_argument("-o", dest="fuse_options", action="append", default=[], metavar="OPTIONS",
-                   help="extra FUSE mount options, comma-separated (repeatable)")
-    p.add_argument("--log", metavar="FILE", help="log to FILE instead of syslog when in the background")
+                   help="lock by itself after no access for DURATION (e.g. 15m), never while a file is open")
+
+    p = _verb(sub, "run", cmd_run, "mount, run a command, lock afterwards whatever happened",
+              "Unlock and mount BACKING at MOUNTPOINT, run COMMAND once the mount answers, then lock "
+              "(cutting off anything the command left open), also on Ctrl-C or SIGTERM. Exits with the "
+              "command's status, or vaultfs's own code if mounting or locking failed. "
+              "Example: vaultfs run CLOUD MNT --passfile F -- rsync -a ~/backup/ MNT/")
+    _add_mount_options(p)
+    p.add_argument("command", metavar="-- COMMAND", nargs="*", help="the command and its arguments, after --")
 
     for verb in ("lock", "unmount"):
         p = sub.add_parser(verb, help="flush, unmount and lock" + (" (alias of lock)" if verb == "unmount" else ""),
-                           description="Flush, unmount, wait for the daemon to exit and lock the mountpoint.")
+                           description="Flush, unmount, wait for the daemon to exit and seal the mountpoint. "
+                                       "Refuses (exit 13) while a process holds a file, a working directory "
+                                       "or a memory map in the mount, and names them; --force cuts them off.")
         p.add_argument("mountpoint", metavar="MOUNTPOINT")
+        p.add_argument("--force", action="store_true",
+                       help="lock even if files are open: they are flushed and closed, their processes cut off")
         p.set_defaults(func=cmd_lock)
+
+    p = sub.add_parser("status", help="mounted or locked; daemon, open files, idle timer",
+                       description="Show whether a vault is mounted (exit 0), locked (16) or left stale by a "
+                                   "daemon that died (17); with a mount: backing dir, daemon pid, open files "
+                                   "and the processes holding them, the idle timer. Without an argument: every "
+                                   "vaultfs mount of this user (everyone's for root).")
+    p.add_argument("target", metavar="MOUNTPOINT|BACKING", nargs="?")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.set_defaults(func=cmd_status)
+
+    p = sub.add_parser("login-unit", help="print the systemd user unit that mounts a vault at login",
+                       description="Print the systemd user unit template vaultfs@.service (shipped with vaultfs) "
+                                   "with this vaultfs's path filled in: "
+                                   "vaultfs login-unit > ~/.config/systemd/user/vaultfs@.service")
+    p.set_defaults(func=cmd_login_unit)
     return parser
+
+
+def _split_command(argv: list[str]) -> tuple[list[str], list[str] | None]:
+    """``run ... -- COMMAND``: the part after the first ``--`` is the command, untouched by argparse."""
+    verb = next((a for a in argv if not a.startswith("-")), None)
+    if verb != "run" or "--" not in argv:
+        return argv, None
+    cut = argv.index("--")
+    return argv[:cut], argv[cut + 1:]
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=logging.WARNING, format="vaultfs: %(message)s")
-    args = build_parser().parse_args(argv)
+    from vaultfs import fstab
+
+    arguments = list(sys.argv[1:] if argv is None else argv)
+    parser = build_parser()
+    if fstab.looks_like_helper_call(arguments, set(_verbs(parser))):
+        try:
+            arguments = fstab.to_mount_args(arguments)
+        except VaultError as exc:
+            print(f"vaultfs: {exc.message}", file=sys.stderr)
+            return exc.exit_code
+    arguments, command = _split_command(arguments)
+    args = parser.parse_args(arguments)
+    if args.verb == "run":
+        args.command = command if command is not None else args.command
     try:
         return args.func(args)
+    except BrokenPipeError:
+        return _closed_pipe()
     except VaultError as exc:
         print(f"vaultfs: {exc.message}", file=sys.stderr)
         return exc.exit_code
@@ -406,6 +500,27 @@ def main(argv: Sequence[str] | None = None) -> int:
         error = VaultIOError(f"{exc.filename + ': ' if exc.filename else ''}{exc.strerror or exc}")
         print(f"vaultfs: {error.message}", file=sys.stderr)
         return error.exit_code
+
+
+def _verbs(parser: argparse.ArgumentParser) -> list[str]:
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            return list(action.choices)
+    return []
+
+
+def _closed_pipe() -> int:
+    """The reader went away (``vaultfs ls ... | head``): end quietly, as ls and cat do.
+
+    Point stdout at /dev/null so that flushing at exit does not fail a second time.
+    """
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+    except (OSError, ValueError):
+        pass
+    return 128 + 13  # SIGPIPE, what the shell reports for a command cut off by a pipe
 
 
 if __name__ == "__main__":

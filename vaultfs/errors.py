@@ -105,6 +105,18 @@ class PartialFailure(VaultError):
     exit_code = 14
 
 
+class NoSuchFile(VaultError):
+    """no such file"""
+
+    exit_code = 19
+
+
+class PasswordCommandFailed(VaultError):
+    """the password command failed"""
+
+    exit_code = 18
+
+
 class Interrupted(VaultError):
     """interrupted"""
 

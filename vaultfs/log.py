@@ -4,7 +4,7 @@ In the foreground records go to stderr; a detached daemon has no terminal, so th
 to ``--log FILE``, else to syslog (``/dev/log``), else (containers without a syslog
 daemon) to a file beside the mount's state file, so that an integrity error is never
 silently lost.  Records carry paths and errnos,
-never file contents or keys: mfusepy's debug records include callback arguments, so
+never file contents or keys: the FUSE binding's debug records may include request arguments, so
 its logger is held at WARNING whatever our level is.
 """
 
@@ -27,7 +27,7 @@ def _create_private(path: str) -> None:
 
 def setup(*, foreground: bool, logfile: str | None = None, fallback: str | None = None,
           level: int = logging.INFO) -> logging.Handler:
-    """Route vaultfs (and mfusepy warning) records to one handler and return it."""
+    """Route vaultfs (and pyfuse3 warning) records to one handler and return it."""
     handler: logging.Handler
     if logfile is not None:
         path = os.path.abspath(logfile)
@@ -52,5 +52,5 @@ def setup(*, foreground: bool, logfile: str | None = None, fallback: str | None 
         root.removeHandler(old)
     root.addHandler(handler)
     root.setLevel(level)
-    logging.getLogger("fuse").setLevel(logging.WARNING)  # mfusepy: its DEBUG records hold call arguments
+    logging.getLogger("pyfuse3").setLevel(logging.WARNING)  # its DEBUG records hold request details
     return handler

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from zxcvbn import zxcvbn
 
 from vaultfs.errors import UsageError, WeakPassword
-from vaultfs.passwords import read_password
+from vaultfs.passwords import TRIES, read_password
 
 MIN_SCORE = 2  # zxcvbn: 0 "too guessable", 1 "very guessable" (< 10^6 guesses) are refused
 MAX_ESTIMATED = 72  # zxcvbn's own input limit (its matching is superlinear); longer: the prefix is judged
@@ -68,9 +68,12 @@ def read_new_password(source: str | None, allow_weak: bool, hints: list[str] | t
         password = read_password(source)
         check(password, allow_weak, hints)
         return password
-    password = read_password(None, "New password: ")
-    print(f"Password strength: {estimate(password, hints).describe()}", file=sys.stderr)
-    check(password, allow_weak, hints)
-    if read_password(None, "Repeat password: ") != password:
-        raise UsageError("the two passwords differ")
-    return password
+    for attempt in range(1, TRIES + 1):
+        password = read_password(None, "New password: ")
+        print(f"Password strength: {estimate(password, hints).describe()}", file=sys.stderr)
+        check(password, allow_weak, hints)
+        if read_password(None, "Repeat password: ") == password:
+            return password
+        if attempt < TRIES:
+            print("vaultfs: the two passwords differ, try again", file=sys.stderr)
+    raise UsageError(f"the two passwords differed {TRIES} times")

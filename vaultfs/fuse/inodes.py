@@ -67,6 +67,10 @@ class InodeTable:
             raise OSError(errno.ESTALE, "unknown inode", str(ino))
         return found
 
+    def cached(self) -> list[Inode]:
+        """Inodes whose pages the kernel may hold (they were opened during this mount)."""
+        return [inode for inode in self._by_ino.values() if inode.cache_stamp is not None]
+
     def ino_of(self, key: BackingKey) -> int | None:
         return self._by_key.get(key)
 

@@ -124,6 +124,15 @@ class VaultOperations(pyfuse3.Operations):
         if self.on_ready is not None:
             self.on_ready()
 
+    def drop_page_cache(self, inodes: list[Inode]) -> None:
+        """Drop the kernel's cached pages of these files (before a forced unmount; from a worker
+        thread: the kernel writes dirty pages back through this daemon while it waits)."""
+        for inode in inodes:
+            try:
+                pyfuse3.invalidate_inode(inode.ino)
+            except OSError as exc:  # the kernel forgot it meanwhile (ENOENT), or the mount is gone
+                log.debug("invalidate inode %d: %s", inode.ino, exc)
+
     def open_handles(self) -> int:
         """How many files the kernel holds open (the idle lock waits for zero)."""
         return len(self._files)

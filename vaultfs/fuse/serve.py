@@ -19,7 +19,7 @@ from typing import Any
 
 from vaultfs import errors
 from vaultfs.fuse import extra_ops  # first: the libfuse shim must be loaded before pyfuse3 (see there)
-from vaultfs.fuse.state import FUSE_TYPE, mount_sources
+from vaultfs.fuse.state import FUSE_TYPE, mount_table
 
 log = logging.getLogger(__name__)
 
@@ -76,7 +76,7 @@ def fuse_options(args: Any, backing: str) -> set[str]:
 def mounted_backing(backing: str) -> str | None:
     """The mountpoint where this backing dir is mounted now, if any (from /proc/self/mountinfo)."""
     wanted = fsname(backing)
-    for source, mountpoint, kind in mount_sources():
+    for mountpoint, kind, source in mount_table():
         if kind == FUSE_TYPE and source == wanted:
             return mountpoint
     return None
@@ -119,8 +119,13 @@ def raise_readahead(mountpoint: str) -> None:
         log.debug("read-ahead stays at the kernel default: %s", e)
 
 
-async def _run_until_unmounted() -> None:
-    """pyfuse3's loop, ended by an unmount or by SIGTERM/SIGINT/SIGHUP."""
+async def _run_until_unmounted(ops: Any) -> None:
+    """pyfuse3's loop, ended by an unmount or by SIGTERM/SIGINT/SIGHUP.
+
+    A signal means `lock --force` (or a shutdown): processes may still hold files open. Their
+    cached pages are dropped first (dirty ones written back through the still running loop),
+    so that after the cut their reads reach the dead connection instead of the page cache.
+    """
     import pyfuse3
     import trio
 
@@ -128,6 +133,7 @@ async def _run_until_unmounted() -> None:
         with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT, signal.SIGHUP) as signals:
             async for signum in signals:
                 log.info("signal %d: unmounting", signum)
+                await trio.to_thread.run_sync(ops.drop_page_cache, ops.inodes.cached())  # listed on the loop
                 pyfuse3.terminate()
                 return
 
@@ -157,10 +163,10 @@ def serve(vault: Any, args: Any, mountpoint: str, on_ready: Any) -> None:
         vault.close()
         raise errors.MountError(f"libfuse could not mount {mountpoint} ({e})") from None
     stop = threading.Event()
-    if args.idle:
-        threading.Thread(target=idle_watch, args=(ops, mountpoint, args.idle, stop), daemon=True).start()
+    # reports open files and the last access for `vaultfs status`; with --idle, also locks
+    threading.Thread(target=idle_watch, args=(ops, mountpoint, args.idle, stop), daemon=True).start()
     try:
-        trio.run(_run_until_unmounted)
+        trio.run(_run_until_unmounted, ops)
     finally:
         stop.set()
         pyfuse3.close(unmount=True)  # detaches the mount if a signal ended the loop

@@ -20,7 +20,7 @@ from typing import BinaryIO
 
 from vaultfs import backing
 from vaultfs.entries import Attr, join_path, split_path
-from vaultfs.errors import IntegrityError
+from vaultfs.errors import IntegrityError, NoSuchFile, UsageError
 from vaultfs.tools.progress import Progress
 from vaultfs.vault import Vault
 
@@ -289,7 +289,10 @@ def import_tree(vault: Vault, source: str, into: str, progress: Progress) -> Tra
 # ---------------------------------------------------------------- ls / cat
 
 def format_listing(vault: Vault, path: str) -> Iterator[str]:
-    attr = vault.getattr(path)
+    try:
+        attr = vault.getattr(path)
+    except (FileNotFoundError, NotADirectoryError):
+        raise NoSuchFile(path) from None
     entries = vault.listdir(path) if stat.S_ISDIR(attr.st_mode) else [(split_path(path)[-1], attr)]
     for name, child in sorted(entries):
         when = time.strftime("%Y-%m-%d %H:%M", time.localtime(child.st_mtime_ns / 1e9))
@@ -300,17 +303,20 @@ def format_listing(vault: Vault, path: str) -> Iterator[str]:
 
 
 def cat(vault: Vault, path: str, out: BinaryIO) -> int:
-    handle = vault.open(path, os.O_RDONLY)
+    """Stream one file to ``out``; a closed ``out`` raises BrokenPipeError (the CLI ends quietly)."""
+    try:
+        if stat.S_ISDIR(vault.getattr(path).st_mode):
+            raise UsageError(f"{path} is a directory (vaultfs ls lists it)")
+        handle = vault.open(path, os.O_RDONLY)
+    except (FileNotFoundError, NotADirectoryError):
+        raise NoSuchFile(path) from None
     offset = 0
     try:
         while True:
             data = handle.read(offset, CHUNK)
             if not data:
                 return offset
-            try:
-                out.write(data)
-            except BrokenPipeError:
-                raise OSError(errno.EPIPE, "output closed") from None
+            out.write(data)
             offset += len(data)
     finally:
         handle.close()
