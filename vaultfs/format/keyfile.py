@@ -16,13 +16,14 @@ import unicodedata
 from dataclasses import dataclass, field
 
 from vaultfs import backing, crypto
-from vaultfs.errors import ConfigDamaged, NotAVault, UnsupportedFormat, VaultIOError, WrongPassword
+from vaultfs.errors import ConfigDamaged, NeedsUpgrade, NotAVault, UnsupportedFormat, VaultIOError, WrongPassword
 from vaultfs.format.keys import VaultKeys
 
 CONFIG_NAME = "vaultfs.conf"
 BACKUP_NAME = "vaultfs.conf.bak"
 FORMAT_NAME = "vaultfs"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
+UPGRADABLE_VERSION = 1  # read only by `vaultfs upgrade` (and `recover`, which keeps the version)
 CIPHER_SUITE = "AES-256-GCM+AES-SIV-512+HKDF-SHA256"
 NAME_ENCODING = "AES-SIV+base32"
 BLOCK_SIZE = 4096
@@ -184,8 +185,12 @@ def _unique_members(pairs: list[tuple[str, object]]) -> dict[str, object]:
     return document
 
 
-def parse_config(raw: bytes) -> Config:
-    """Parse vaultfs.conf strictly; raise ConfigDamaged / UnsupportedFormat."""
+def parse_config(raw: bytes, allow_v1: bool = False) -> Config:
+    """Parse vaultfs.conf strictly; raise ConfigDamaged / UnsupportedFormat / NeedsUpgrade.
+
+    Version 1 is accepted only with ``allow_v1`` (upgrade, recover); otherwise it is
+    ``NeedsUpgrade``, whose message says what to run.
+    """
     try:
         document = json.loads(raw.decode("utf-8"), object_pairs_hook=_unique_members)
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
@@ -193,7 +198,9 @@ def parse_config(raw: bytes) -> Config:
     if not isinstance(document, dict) or document.get("format") != FORMAT_NAME:
         raise ConfigDamaged("not a vaultfs config")
     version = document.get("version")
-    if version != FORMAT_VERSION:
+    if type(version) is int and version == UPGRADABLE_VERSION and not allow_v1:
+        raise NeedsUpgrade()
+    if type(version) is not int or version not in (FORMAT_VERSION, UPGRADABLE_VERSION):
         raise UnsupportedFormat(f"version {version!r}; this vaultfs reads version {FORMAT_VERSION}")
     _expect_keys(document, {"format", "version", "vault_id", "cipher_suite", "block_size", "name_encoding",
                             "slots", "mac"}, "the config")
@@ -223,7 +230,7 @@ def parse_config(raw: bytes) -> Config:
                           _hex(entry["wrapped_key"], WRAPPED_KEY_SIZE, "wrapped_key")))
     if len({slot.slot_id for slot in slots}) != len(slots):
         raise ConfigDamaged("duplicate slot ids")
-    return Config(vault_id=_hex(document["vault_id"], 16, "vault_id"), slots=tuple(slots),
+    return Config(vault_id=_hex(document["vault_id"], 16, "vault_id"), slots=tuple(slots), version=version,
                   mac=_hex(document["mac"], 32, "mac"))
 
 
@@ -270,7 +277,7 @@ def check_backing_dir(backing_dir: str) -> None:
         raise NotAVault(f"{backing_dir} is not a directory")
 
 
-def load_config(backing_dir: str) -> Config:
+def load_config(backing_dir: str, allow_v1: bool = False) -> Config:
     """Read and strictly parse the config, falling back to vaultfs.conf.bak if the live one is gone."""
     check_backing_dir(backing_dir)
     for name in (CONFIG_NAME, BACKUP_NAME):
@@ -281,7 +288,10 @@ def load_config(backing_dir: str) -> Config:
             continue
         except OSError as exc:
             raise VaultIOError(f"{path}: {exc.strerror}") from None
-        return parse_config(raw)
+        try:
+            return parse_config(raw, allow_v1)
+        except NeedsUpgrade:
+            raise NeedsUpgrade(f"run `vaultfs upgrade {backing_dir}` (in place; safe to interrupt and rerun)") from None
     if os.path.exists(os.path.join(backing_dir, "vaultfs.dirid")):
         raise NotAVault(f"{backing_dir} has no vaultfs.conf; restore it with `vaultfs recover --rebuild-config`")
     raise NotAVault(f"{backing_dir} has no vaultfs.conf")
@@ -295,12 +305,12 @@ def write_config(backing_dir: str, config: Config) -> None:
         raise VaultIOError(f"writing {config_path(backing_dir)}: {exc.strerror}") from None
 
 
-def new_config(keys: VaultKeys, password: str, kdf: KdfParams) -> Config:
-    return Config(vault_id=keys.vault_id, slots=(make_slot(keys, password, kdf),)).signed(keys)
+def new_config(keys: VaultKeys, password: str, kdf: KdfParams, version: int = FORMAT_VERSION) -> Config:
+    return Config(vault_id=keys.vault_id, slots=(make_slot(keys, password, kdf),), version=version).signed(keys)
 
 
-def unlock(backing_dir: str, password: str) -> tuple[VaultKeys, Config]:
-    config = load_config(backing_dir)
+def unlock(backing_dir: str, password: str, allow_v1: bool = False) -> tuple[VaultKeys, Config]:
+    config = load_config(backing_dir, allow_v1)
     return unwrap(config, password), config
 
 
@@ -316,23 +326,19 @@ def recover(backing_dir: str, keys: VaultKeys, new_password: str, kdf: KdfParams
     With ``rebuild`` the config is written anew from the master key alone, after the
     root's sealed directory ID proved that the key belongs to this vault.
     """
-    from vaultfs.errors import IntegrityError, WrongRecoveryKey
-    from vaultfs.format.dirids import DirIds  # dirids sits beside keyfile; imported here to keep keyfile standalone
+    from vaultfs.errors import WrongRecoveryKey
+    from vaultfs.format.dirids import root_version  # dirids sits beside keyfile; imported here to keep it standalone
 
     check_backing_dir(backing_dir)
     if rebuild:
-        try:
-            root_id = DirIds(keys).read(backing_dir, "/")
-        except IntegrityError:
-            raise WrongRecoveryKey("it does not open this vault's root directory ID") from None
-        if root_id != keys.root_dir_id:
-            raise WrongRecoveryKey()
+        version = root_version(keys, backing_dir)  # WrongRecoveryKey unless the root's ID opens with this key
     else:
-        config = load_config(backing_dir)
+        config = load_config(backing_dir, allow_v1=True)  # a v1 vault keeps its version: upgrade needs the password
+        version = config.version
         if not crypto.constant_time_equal(config.vault_id, keys.vault_id):
             raise WrongRecoveryKey()
         try:
             config.verify(keys)
         except ConfigDamaged as exc:
             raise ConfigDamaged(f"{exc.detail}; rerun with --rebuild-config to write a new one") from None
-    write_config(backing_dir, new_config(keys, new_password, kdf))
+    write_config(backing_dir, new_config(keys, new_password, kdf, version))
