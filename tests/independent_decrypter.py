@@ -725,7 +725,7 @@ class IndependentVault:
                 if base is not None and not ({base + ".vfl", base + ".vxl"} & present):
                     self._problem(f"{bpath}: long-name sidecar without its entry", strict)
                 continue
-            form = bname if bname[-4:] in _ENTRY_SUFFIXES else (conflict[0] if conflict else None)
+            form = conflict[0] if conflict else (bname if bname[-4:] in _ENTRY_SUFFIXES else None)
             if form is None:
                 self._problem(f"{bpath}: not a vaultfs entry name", strict)
                 continue

@@ -15,8 +15,8 @@ import hashlib
 import hmac
 import json
 import os
-import shutil
 import stat
+import subprocess
 import unicodedata
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -172,6 +172,7 @@ class Extras:
     links: dict[str, str] = field(default_factory=dict)  # new path -> existing path (a hard link)
     copies: dict[str, tuple[str, str]] = field(default_factory=dict)  # path -> (original path, client suffix)
     extra_ids: dict[str, str] = field(default_factory=dict)  # dir path -> name of a second ID file in it
+    under_second: frozenset[str] = frozenset()  # entries whose names are encrypted under their parent's second ID
     sparse: frozenset[str] = frozenset()  # v2 files written with holes
 
 
@@ -188,12 +189,15 @@ def write_vault(backing: Path, tree: dict[str, idec.Entry], password: str, kdf: 
     backing.mkdir(parents=True)
     write_config(backing, w_config(keys, password, kdf, version))
     dirs: dict[str, tuple[Path, bytes]] = {"": (backing, keys.root_id)}
+    second_ids: dict[str, bytes] = {}
     located: dict[str, Path] = {}  # backing paths written so far, for hard links
     _write_dirid(keys, backing, keys.root_id, bytes(16), b"", version)
     for path in sorted(tree, key=lambda p: p.count("/")):
         entry = tree[path]
         parent, _, name = path.rpartition("/")
         where, dir_id = dirs[parent]
+        if path in extras.under_second:
+            dir_id = second_ids[parent]
         place_name = name
         suffix = ""
         if path in extras.copies:
@@ -219,6 +223,7 @@ def write_vault(backing: Path, tree: dict[str, idec.Entry], password: str, kdf: 
                 record = w_seal(keys.kd, second, b"vaultfs/v1/dir-id") if version == 1 else \
                     w_dirid_v2(keys.kd, second, dir_id, place_name.encode("utf-8", "surrogateescape"))
                 (target / extras.extra_ids[path]).write_bytes(record)
+                second_ids[path] = second
             dirs[path] = (target, new_id)
         elif entry.kind == "file":
             assert entry.content is not None
@@ -253,15 +258,8 @@ def _write_dirid(keys: WKeys, where: Path, dir_id: bytes, parent_id: bytes, name
 
 
 def copy_vault(src: Path, dst: Path) -> Path:
-    """copytree that keeps symlinks as symlinks and recreates FIFOs (shutil refuses to copy them)."""
-
-    def copy(s: str, d: str) -> None:
-        if stat.S_ISFIFO(os.lstat(s).st_mode):
-            os.mkfifo(d, stat.S_IMODE(os.lstat(s).st_mode))
-        else:
-            shutil.copy2(s, d)
-
-    shutil.copytree(src, dst, symlinks=True, copy_function=copy)
+    """``cp -a``: symlinks, FIFOs, sockets, device nodes, hard links, modes and times as they are."""
+    subprocess.run(["cp", "-a", "--", str(src), str(dst)], check=True)
     return dst
 
 

@@ -10,7 +10,10 @@ what is wrong where, and tells the marks a crash leaves from tampering:
   earlier run start, with authentic data blocks in between: a write into a hole (or a
   hole punch) stopped before it re-sealed that block.  Only a crash or a single-block
   rollback, which the format admits it cannot detect, produces this; zeroing data blocks
-  produces the opposite (a run start *later* than the zeros), which is reported as damage.
+  produces the opposite (a run start *later* than the zeros), which is reported as damage;
+- an *interrupted truncate*: a block whose first bytes are an authentic block marked last
+  (the new last block was written, the file not yet cut after it).  Searched for once per
+  file, at the first block that fails: up to one decryption per possible length.
 
 Streams the file in bounded chunks.  Layout 1 or 2 is read from the header's magic.
 """
@@ -27,7 +30,7 @@ from vaultfs.format import header as hdr
 from vaultfs.format.header import Header, Kind
 
 CHUNK_BLOCKS = 256
-MAX_RUN_CANDIDATES = 4096
+MAX_RUN_CANDIDATES = 1 << 16  # blocks: a punch of up to 256 MiB stopped half-way is recognised
 
 
 @dataclass
@@ -41,10 +44,12 @@ class FileCheck:
     kind: Kind = Kind.REGULAR
     holes: int = 0  # hole blocks vouched for by the data block after them
     torn_fills: list[tuple[int, int]] = field(default_factory=list)  # (block, the run start it was sealed with)
+    truncated_at: tuple[int, int] | None = None  # (block, plaintext length) where a truncate stopped
 
     @property
     def ok(self) -> bool:
-        return self.fatal is None and not self.bad_blocks and not self.torn_append and not self.torn_fills
+        return (self.fatal is None and not self.bad_blocks and not self.torn_append and not self.torn_fills
+                and self.truncated_at is None)
 
 
 def _aad(header: Header, index: int, is_last: bool, run_start: int) -> bytes:
@@ -91,6 +96,12 @@ class _Walk:
             self.result.torn_fills.append((index, earlier))
             self._data(index, run)
             return
+        if self.result.truncated_at is None and not self.result.bad_blocks:
+            length = self._truncated_length(index, sealed, run)
+            if length is not None:
+                self.result.truncated_at = (index, length)
+                self.final = index  # nothing after it counts: the truncate was cutting it off
+                return
         self.result.bad_blocks.append(index)
         self.zero_start = None
         self.previous_data = False
@@ -103,13 +114,25 @@ class _Walk:
         self.zero_start = None
         self.previous_data = True
 
+    def _truncated_length(self, index: int, sealed: memoryview, run: int) -> int | None:
+        """The plaintext length at which the block's prefix opens as the last block, if one does."""
+        for length in range(len(sealed) - blocks.BLOCK_OVERHEAD, -1, -1):
+            if _opens(self.gcm, sealed[: length + blocks.BLOCK_OVERHEAD], _aad(self.header, index, True, run)):
+                return length
+        return None
+
     def _earlier_start(self, index: int, sealed: memoryview, run: int, is_last: bool) -> int | None:
-        """A run start below ``run`` that the block authenticates with, if data blocks lie in between."""
+        """A run start below ``run`` that the block authenticates with, if data blocks lie in between.
+
+        The start the most recent data run itself follows is tried first (a write into a hole
+        stopped), then every index below ``run`` (a punch stopped after re-sealing this block,
+        whose range may span several data runs), up to ``MAX_RUN_CANDIDATES`` of them.
+        """
         if self.header.layout != 2 or run == 0 or not (self.previous_data or self.zero_start is not None):
             return None
-        if self.run_first >= run:  # no data run before this block
+        if self.run_first >= run:  # no data block before the zeros in front of this block
             return None
-        candidates = [self.run_first_start, *range(run - 1, self.run_first, -1)][:MAX_RUN_CANDIDATES]
+        candidates = [self.run_first_start, *range(run - 1, max(-1, run - 1 - MAX_RUN_CANDIDATES), -1)]
         for start in candidates:
             if start < run and _opens(self.gcm, sealed, _aad(self.header, index, is_last, start)):
                 return start
@@ -141,6 +164,8 @@ def check_file(fd: int, key_for: Callable[[bytes], bytes], block_size: int,
         last = min(count, first + CHUNK_BLOCKS) - 1
         data = memoryview(os.pread(fd, (last - first + 1) * stored, blocks.block_offset(first, block_size)))
         for index in range(first, last + 1):
+            if index > walk.final:
+                break
             chunk = data[(index - first) * stored : (index - first + 1) * stored]
             walk.block(index, chunk, sparse and index != count - 1 and chunk == zero)
         if on_bytes is not None:
@@ -190,3 +215,9 @@ def repair_torn_fill(fd: int, key_for: Callable[[bytes], bytes], block_size: int
     is_last = index == blocks.block_count(size, block_size) - 1
     run = _observed_start(fd, header, block_size, index)
     _reseal(fd, key_for, block_size, index, (is_last, sealed_start), (is_last, run))
+
+
+def repair_interrupted_truncate(fd: int, block_size: int, index: int, length: int) -> None:
+    """Finish a truncate that wrote its new last block but did not cut the file after it (fsck --repair)."""
+    os.ftruncate(fd, blocks.block_offset(index, block_size) + length + blocks.BLOCK_OVERHEAD)
+    os.fsync(fd)

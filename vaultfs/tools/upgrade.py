@@ -173,10 +173,12 @@ class Upgrader:
             ids = self._rebind(dir_fd, path, place, label)
             if ids is None:
                 return []
-            for name in sorted(os.listdir(dir_fd)):
+            names = sorted(os.listdir(dir_fd))
+            for name in (STAGE, LINK_STAGE):
+                if name in names:
+                    os.unlink(name, dir_fd=dir_fd)  # a crash left it; its entry is still the old one
+            for name in names:
                 if name.startswith(RESERVED_PREFIX):
-                    if name in (STAGE, LINK_STAGE):
-                        os.unlink(name, dir_fd=dir_fd)  # a crash left it; its entry is still the old one
                     continue
                 entry = listing.decode(self.names, dir_fd, ids, name)
                 if entry is None:
@@ -316,6 +318,8 @@ class Upgrader:
         with open_dir(self.root) as root_fd:
             os.link(shared, LINK_STAGE, src_dir_fd=root_fd, dst_dir_fd=dir_fd, follow_symlinks=False)
             os.rename(LINK_STAGE, new_name, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
+            with contextlib.suppress(FileNotFoundError):  # rename(2) does nothing when both are links of one file
+                os.unlink(LINK_STAGE, dir_fd=dir_fd)
             if old_name != new_name:
                 os.unlink(old_name, dir_fd=dir_fd)
             if st.st_nlink == 1:  # that was the old inode's last name
