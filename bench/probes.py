@@ -102,7 +102,7 @@ def unlock_and_mount_ready(work: str) -> dict[str, float]:
     env = {k: v for k, v in os.environ.items() if k != "VAULTFS_TESTONLY_WEAK_KDF"}
     vb = vaultfs_bin()
     subprocess.run([vb, "init", backing, "--passfile", passfile], check=True, capture_output=True, env=env)
-    code = ("import sys,time; sys.path.insert(0, sys.argv[1]); from vaultfs import keyfile; "
+    code = ("import sys,time; sys.path.insert(0, sys.argv[1]); from vaultfs.format import keyfile; "
             "t=time.perf_counter(); keyfile.unlock(sys.argv[2], sys.argv[3]); print(time.perf_counter()-t)")
     unlock = [float(subprocess.run([sys.executable, "-c", code, REPO, backing, PASSWORD], check=True,
                                    capture_output=True, text=True, env=env).stdout) for _ in range(3)]

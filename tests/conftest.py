@@ -32,10 +32,13 @@ class VaultDir:
         return Vault.unlock(str(self.path), self.password, **kwargs)
 
 
+# Verbs that set a password take these to stay cheap (see tests/mounting.py WEAK_KDF).
+WEAK_KDF = ["--kdf-memory-kib", "1024", "--kdf-time", "1", "--kdf-parallelism", "1", "--insecure-kdf-for-tests"]
+
+
 def cli_env() -> dict[str, str]:
-    """Environment for CLI subprocesses: the test-only cheap KDF switch, no password in it."""
+    """Environment for CLI subprocesses: the venv first on PATH; no password, no switch in it."""
     env = dict(os.environ)
-    env["VAULTFS_TESTONLY_WEAK_KDF"] = "1"
     env["PATH"] = str(Path(sys.executable).parent) + os.pathsep + env.get("PATH", "")
     return env
 
@@ -139,3 +142,18 @@ def mounted_vault(new_vault):
     """A fresh vault of its own, mounted for one test; always unmounted afterwards."""
     with _mounted(new_vault):
         yield new_vault
+
+
+@pytest.fixture
+def public_vault():
+    """A vault whose mountpoint other users can reach (pytest's tmp dirs are 0700)."""
+    import shutil
+    import tempfile
+
+    root = Path(tempfile.mkdtemp(prefix="vaultfs-public-"))
+    try:
+        root.chmod(0o755)
+        yield _MountVault.create(root)
+    finally:
+        _force_unmount(root / "mnt")
+        shutil.rmtree(root)

@@ -139,3 +139,18 @@ def test_root_version_tells_v1_from_v2_and_refuses_another_key(tmp_path: Path, d
     assert root_version(KEYS, str(v2)) == 2 and root_version(KEYS, str(v1)) == 1
     with pytest.raises(WrongRecoveryKey):
         root_version(VaultKeys.derive(os.urandom(32)), str(v2))
+
+
+def test_a_fifo_or_symlink_in_place_of_the_id_file_is_refused_without_blocking(tmp_path: Path,
+                                                                             dirids: BoundDirIds) -> None:
+    place = Place.of(PARENT, "d")
+    d = make_dir(tmp_path / "d")
+    os.mkfifo(d / DIRID_NAME)
+    with pytest.raises(IntegrityError, match="FIFO"):
+        dirids.read_at(str(d), place, "/d")
+    (d / DIRID_NAME).unlink()
+    real = tmp_path / "elsewhere"
+    real.write_bytes(dirids.seal(os.urandom(16), place))
+    os.symlink(real, d / DIRID_NAME)
+    with pytest.raises(IntegrityError):
+        dirids.read_at(str(d), place, "/d")

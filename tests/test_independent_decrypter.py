@@ -685,7 +685,6 @@ def label_as_version_1(backing: Path, password: str) -> None:
     keys, config = keyfile.unlock(str(backing), password)
     relabelled = keyfile.Config(config.vault_id, config.slots, config.block_size, 1).signed(keys)
     keyfile.write_config(str(backing), relabelled)
-    os.unlink(backing / "vaultfs.conf.bak")
     (backing / "vaultfs.dirid").write_bytes(DirIds(keys).seal(keys.root_dir_id))
 
 

@@ -5,18 +5,15 @@ from __future__ import annotations
 import errno
 import json
 import os
-import shutil
 import signal
 import stat
 import subprocess
-import tempfile
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from tests.mounting import VAULTFS, Vault, env, force_unmount, mounted, vaultfs, vaultfs_mounts
+from tests.mounting import NOBODY, VAULTFS, Vault, as_user, env, force_unmount, mounted, vaultfs, vaultfs_mounts
 from vaultfs.fuse import mount as vmount
 from vaultfs.fuse import state as mountstate
 
@@ -177,18 +174,6 @@ def test_read_only_mount(new_vault: Vault) -> None:
             assert info.value.errno == errno.EROFS
 
 
-@pytest.fixture
-def public_vault() -> Iterator[Vault]:
-    """A vault whose mountpoint other users can reach (pytest's tmp dirs are 0700)."""
-    root = Path(tempfile.mkdtemp(prefix="vaultfs-public-"))
-    try:
-        root.chmod(0o755)
-        yield Vault.create(root)
-    finally:
-        force_unmount(root / "mnt")
-        shutil.rmtree(root)
-
-
 def test_allow_other_enforces_modes(public_vault: Vault) -> None:
     new_vault = public_vault
     with mounted(new_vault, "--allow-other"):
@@ -199,10 +184,7 @@ def test_allow_other_enforces_modes(public_vault: Vault) -> None:
         os.chmod(new_vault.mnt / "public", 0o644)
 
         def as_nobody(*cmd: str) -> subprocess.CompletedProcess[str]:
-            return subprocess.run(
-                ["setpriv", "--reuid=nobody", "--regid=nogroup", "--clear-groups", *cmd],
-                capture_output=True, text=True, check=False,
-            )  # fmt: skip
+            return as_user(NOBODY, *cmd)
 
         assert as_nobody("stat", str(new_vault.mnt / "private")).returncode == 0
         private = as_nobody("cat", str(new_vault.mnt / "private"))

@@ -86,7 +86,7 @@ def test_export_skips_a_corrupt_file_and_says_so(tmp_path: Path, vault_dir: Vaul
     vault = vault_dir.unlock()
     write_file(vault, "/good.txt", b"good")
     write_file(vault, "/bad.bin", os.urandom(10000))
-    bad = Path(vault._entry("/bad.bin").path)
+    bad = Path(vault.locate("/bad.bin").path)
     vault.close()
     raw = bytearray(bad.read_bytes())
     raw[5000] ^= 0xFF

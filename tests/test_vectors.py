@@ -58,7 +58,7 @@ def test_a_version_1_vault_is_refused_with_the_upgrade_hint(vector_copy: Path, t
     for args in (["ls", str(vector_copy)], ["export", str(vector_copy), str(tmp_path / "out")],
                  ["fsck", str(vector_copy)], ["mount", str(vector_copy), str(tmp_path / "mnt")]):
         result = run_cli(*args, "--passfile", str(passfile))
-        assert result.returncode == 15, (args, result.stderr)
+        assert result.returncode == 16, (args, result.stderr)
         assert f"vaultfs upgrade {vector_copy}" in result.stderr and "Traceback" not in result.stderr
     assert not any((tmp_path / "mnt").iterdir()) and str(tmp_path) not in " ".join(vaultfs_mounts())
     info = run_cli("info", str(vector_copy))

@@ -17,11 +17,10 @@ from collections.abc import Sequence
 from vaultfs import __version__
 from vaultfs.errors import UsageError, VaultError, VaultIOError
 from vaultfs.format import keyfile, recovery
-from vaultfs.format.keyfile import KDF_FLOOR, TEST_KDF, KdfParams
+from vaultfs.format.keyfile import KDF_FLOOR, KDF_MAX, TEST_KDF, KdfParams
 from vaultfs.format.keys import VaultKeys
 from vaultfs.passwords import read_password, read_secret
 
-WEAK_KDF_ENV = "VAULTFS_TESTONLY_WEAK_KDF"
 _DURATION = re.compile(r"^(\d+(?:\.\d+)?)([smhd]?)$")
 
 
@@ -47,11 +46,14 @@ def _positive_int(text: str) -> int:
 
 
 def kdf_from_args(args: argparse.Namespace) -> KdfParams:
-    """KDF parameters from the flags, or calibrated to ~1 s; below the floor only for tests."""
-    weak_allowed = os.environ.get(WEAK_KDF_ENV) == "1"
+    """KDF parameters from the flags, or calibrated to ~1 s; below the floor only with the test flag.
+
+    Only a flag on the command line can weaken a new slot: no environment variable, no
+    config file (the shipped CLI must not obey a switch a user never typed).
+    """
     given = (args.kdf_memory_kib, args.kdf_time, args.kdf_parallelism)
     if all(value is None for value in given):
-        if weak_allowed:
+        if args.insecure_kdf_for_tests:
             return TEST_KDF
         print("vaultfs: calibrating the password hash to about 1 s on this machine...", file=sys.stderr)
         return keyfile.calibrate_kdf()
@@ -60,7 +62,7 @@ def kdf_from_args(args: argparse.Namespace) -> KdfParams:
         time_cost=args.kdf_time or KDF_FLOOR.time_cost,
         parallelism=args.kdf_parallelism or KDF_FLOOR.parallelism,
     )
-    if params.below_floor() and not weak_allowed:
+    if params.below_floor() and not args.insecure_kdf_for_tests:
         raise UsageError(f"KDF parameters below the floor (memory {KDF_FLOOR.memory_kib} KiB, "
                          f"time {KDF_FLOOR.time_cost}, parallelism {KDF_FLOOR.parallelism})")
     try:
@@ -70,6 +72,14 @@ def kdf_from_args(args: argparse.Namespace) -> KdfParams:
     return params
 
 
+def new_password(args: argparse.Namespace, source: str | None, backing_dir: str) -> str:
+    """The new password of init/passwd/recover, refused if very weak (strength.py)."""
+    from vaultfs import strength
+
+    hints = ["vaultfs", *os.path.normpath(backing_dir).split(os.sep)[-2:]]
+    return strength.read_new_password(source, args.allow_weak_password, hints)
+
+
 # ---------------------------------------------------------------- verbs
 
 def cmd_init(args: argparse.Namespace) -> int:
@@ -77,7 +87,7 @@ def cmd_init(args: argparse.Namespace) -> int:
 
     backing_dir = os.path.abspath(args.backing)
     check_init_target(backing_dir)  # before the password prompt
-    password = read_password(args.passfile, "New password: ", confirm=True)
+    password = new_password(args, args.passfile, backing_dir)
     kdf = kdf_from_args(args)
     key = init_vault(backing_dir, password, kdf)
     print(f"Created a vault in {backing_dir}.\n")
@@ -111,9 +121,11 @@ def cmd_passwd(args: argparse.Namespace) -> int:
     keyfile.load_config(backing_dir)  # a missing vault is reported before any prompt
     old = read_password(args.passfile, "Current password: ")
     keys, _ = keyfile.unlock(backing_dir, old)
-    new = read_password(args.new_passfile, "New password: ", confirm=True)
+    new = new_password(args, args.new_passfile, backing_dir)
     keyfile.write_config(backing_dir, keyfile.new_config(keys, new, kdf_from_args(args)))
-    print(f"Password changed for {backing_dir}. No file was re-encrypted.")
+    print(f"Password changed for {backing_dir}. No file was re-encrypted; no copy of the old config was kept.")
+    print("Anyone who already copied the old vaultfs.conf (a cloud's version history) can still open the vault\n"
+          "with the old password: the master key is unchanged (see README, \"Changing the password\").")
     return 0
 
 
@@ -124,7 +136,8 @@ def cmd_recover(args: argparse.Namespace) -> int:
         keyfile.load_config(backing_dir, allow_v1=True)
     typed = read_secret(args.recovery_key_file, "Recovery key: ", "recovery key")
     keys = VaultKeys.derive(recovery.decode(typed))
-    new = read_password(args.new_passfile, "New password: ", confirm=True)
+    keyfile.check_recovery_key(backing_dir, keys, rebuild=args.rebuild_config)  # before asking for a password
+    new = new_password(args, args.new_passfile, backing_dir)
     keyfile.recover(backing_dir, keys, new, kdf_from_args(args), rebuild=args.rebuild_config)
     action = "Rebuilt vaultfs.conf and set" if args.rebuild_config else "Set"
     print(f"{action} a new password for {backing_dir}.")
@@ -217,6 +230,8 @@ def cmd_fsck(args: argparse.Namespace) -> int:
     from vaultfs.vault import Vault
 
     backing_dir = os.path.abspath(args.backing)
+    if args.accept_truncated and not args.repair:
+        raise UsageError("--accept-truncated only works with --repair")
     config = keyfile.load_config(backing_dir)
     keys = keyfile.unwrap(config, read_password(args.passfile), verify=False)
     config_problem = None
@@ -225,13 +240,18 @@ def cmd_fsck(args: argparse.Namespace) -> int:
     except ConfigDamaged as exc:
         config_problem = Problem("config", None, keyfile.config_path(backing_dir), exc.message)
         print(config_problem.line(backing_dir))
+        if args.repair:  # an edited config may say anything: repair nothing on its word
+            raise ConfigDamaged(f"{exc.detail}; --repair writes nothing to a vault whose config does not "
+                                "verify (fsck without --repair lists the problems; `vaultfs recover "
+                                "--rebuild-config` writes a new config)") from None
     vault = Vault(backing_dir, keys, config, read_only=not args.repair)
     total = None
     if sys.stderr.isatty():
         total = tree_bytes(backing_dir)
     try:
         with Progress("fsck", total) as progress:
-            checker = Checker(vault, repair=args.repair, on_problem=lambda p: progress.write(p.line(backing_dir)),
+            checker = Checker(vault, repair=args.repair, accept_truncated=args.accept_truncated,
+                              on_problem=lambda p: progress.write(p.line(backing_dir)),
                               on_bytes=progress.add_bytes)
             report = checker.run()
     finally:
@@ -285,11 +305,22 @@ def cmd_lock(args: argparse.Namespace) -> int:
 
 # ---------------------------------------------------------------- parser
 
-def _add_kdf_flags(parser: argparse.ArgumentParser) -> None:
+def _add_password_flags(parser: argparse.ArgumentParser) -> None:
+    """The flags of every verb that sets a new password: strength override and KDF parameters."""
+    parser.add_argument("--allow-weak-password", action="store_true",
+                        help="accept a password that zxcvbn rates very weak (score 0 or 1)")
     group = parser.add_argument_group("password hashing (default: calibrated to about 1 s)")
-    group.add_argument("--kdf-memory-kib", type=_positive_int, metavar="KIB", help="argon2id memory in KiB")
-    group.add_argument("--kdf-time", type=_positive_int, metavar="N", help="argon2id passes")
-    group.add_argument("--kdf-parallelism", type=_positive_int, metavar="N", help="argon2id lanes")
+    group.add_argument("--kdf-memory-kib", type=_positive_int, metavar="KIB",
+                       help=f"argon2id memory in KiB (at most {KDF_MAX.memory_kib})")
+    group.add_argument("--kdf-time", type=_positive_int, metavar="N",
+                       help=f"argon2id passes (at most {KDF_MAX.time_cost})")
+    group.add_argument("--kdf-parallelism", type=_positive_int, metavar="N",
+                       help=f"argon2id lanes (at most {KDF_MAX.parallelism})")
+    group.add_argument("--insecure-kdf-for-tests", action="store_true",
+                       help="TEST ONLY, never for real data: allow --kdf-* values below the floor "
+                            f"({KDF_FLOOR.memory_kib} KiB, {KDF_FLOOR.time_cost} passes, {KDF_FLOOR.parallelism} "
+                            "lanes), and without them use 1 MiB, 1 pass, 1 lane; passwords can then be "
+                            "guessed thousands of times faster")
 
 
 PASSFILE_HELP = "read the password from FILE (first line), or from stdin with -"
@@ -315,7 +346,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = _verb(sub, "init", cmd_init, "create a new vault in an empty directory",
               "Create a vault in BACKING (new or empty) and print its recovery key once.")
-    _add_kdf_flags(p)
+    _add_password_flags(p)
 
     _verb(sub, "info", cmd_info, "show the vault's format and key-slot parameters (no password)",
           "Show format, cipher suite, block size and KDF parameters. No secrets.", passfile=None)
@@ -324,7 +355,7 @@ def build_parser() -> argparse.ArgumentParser:
               "Change the password: the master key is re-wrapped, files stay as they are.",
               passfile="current password: " + PASSFILE_HELP)
     p.add_argument("--new-passfile", metavar="FILE|-", help=NEW_PASSFILE_HELP)
-    _add_kdf_flags(p)
+    _add_password_flags(p)
 
     p = _verb(sub, "recover", cmd_recover, "set a new password with the recovery key",
               "Set a new password with the recovery key printed at init; "
@@ -332,7 +363,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--recovery-key-file", metavar="FILE|-", help="read the recovery key from FILE or stdin (-)")
     p.add_argument("--new-passfile", metavar="FILE|-", help=NEW_PASSFILE_HELP)
     p.add_argument("--rebuild-config", action="store_true", help="write vaultfs.conf anew from the recovery key")
-    _add_kdf_flags(p)
+    _add_password_flags(p)
 
     p = _verb(sub, "export", cmd_export, "decrypt the vault (or some paths) into a plain directory, no FUSE",
               "Decrypt the whole vault, or the given paths, into DEST: modes, times, symlinks and hard links "
@@ -359,7 +390,11 @@ def build_parser() -> argparse.ArgumentParser:
               "Check the config MAC, every directory ID, name, long-name sidecar, header, block tag and "
               "is_last mark. Exit 0 when clean, 12 when problems remain.")
     p.add_argument("--repair", action="store_true",
-                   help="re-mark torn appends, remove orphan sidecars and staging leftovers, resolve sync conflicts")
+                   help="remove orphan sidecars and staging leftovers, resolve sync conflicts (refused when the "
+                        "config does not verify)")
+    p.add_argument("--accept-truncated", action="store_true",
+                   help="with --repair: accept a file whose last block is not marked last (a crash during an "
+                        "append, or a file cut at a block boundary) at its shorter length; what followed is lost")
 
     _verb(sub, "upgrade", cmd_upgrade, "convert a format-version-1 vault to version 2, in place",
           "Convert a vault of format version 1 to version 2 in place: directory IDs bound to their place, "

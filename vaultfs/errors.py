@@ -72,7 +72,7 @@ class UnsupportedFormat(VaultError):
 class NeedsUpgrade(UnsupportedFormat):
     """this vault has format version 1 and must be converted to version 2 first"""
 
-    exit_code = 15
+    exit_code = 16
 
 
 class VaultIOError(VaultError):
@@ -128,3 +128,9 @@ class LockError(VaultError):
     """cannot lock"""
 
     exit_code = 13
+
+
+class WeakPassword(VaultError):
+    """password too weak"""
+
+    exit_code = 15

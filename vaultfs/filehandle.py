@@ -1,7 +1,10 @@
 """A handle on an open plaintext file: what ``open`` returns, as an fd is to open(2).
 
-All handles of one file share its ``OpenFile``; every operation takes that file's lock,
-so a partial-block read-modify-write is never interleaved with another handle's.
+All handles of one file share its ``OpenFile``.  Reads share the file's lock (several
+decrypt at once), writes and truncates take it alone, so a partial-block
+read-modify-write never interleaves with another handle's.  Metadata calls on a handle go
+to the backing fd itself (fchmod, fchown, futimens): no path, so nothing can be swapped
+in under the name, and they work on a file that is already unlinked.
 """
 
 from __future__ import annotations
@@ -27,23 +30,27 @@ class FileHandle:
         if self._closed:
             raise OSError(errno.EBADF, "handle is closed")
 
+    @property
+    def key(self) -> tuple[int, int]:
+        return self._file.key
+
     def read(self, offset: int, size: int) -> bytes:
         # Reads are allowed on write-only handles: the kernel's page cache reads through them.
         self._check_open()
-        with self._file.lock:
+        with self._file.lock.shared():
             return self._file.content.read(offset, size)
 
-    def write(self, offset: int, data: bytes) -> int:
+    def write(self, offset: int, data: bytes | memoryview) -> int:
         self._check_open()
         if not self.writable:
             raise OSError(errno.EBADF, "handle is not open for writing")
-        with self._file.lock:
+        with self._file.lock.exclusive():
             content = self._file.content
             return content.write(content.size if self.append else offset, data)
 
     def truncate(self, size: int) -> None:
         self._check_open()
-        with self._file.lock:
+        with self._file.lock.exclusive():
             self._file.content.truncate(size)
 
     @property
@@ -58,10 +65,32 @@ class FileHandle:
         """Nothing is buffered above the backing file: writes reach it synchronously."""
         self._check_open()
 
+    def stat(self) -> os.stat_result:
+        self._check_open()
+        return os.fstat(self._file.fd)
+
     def getattr(self) -> Attr:
         self._check_open()
-        with self._file.lock:
+        with self._file.lock.shared():
             return Attr.from_stat(os.fstat(self._file.fd), self._file.content.size)
+
+    def chmod(self, mode: int) -> None:
+        self._check_open()
+        os.chmod(self._file.fd, mode & 0o7777)
+
+    def chown(self, uid: int, gid: int) -> None:
+        self._check_open()
+        os.chown(self._file.fd, uid, gid)
+
+    def utime(self, atime_ns: int, mtime_ns: int) -> None:
+        self._check_open()
+        os.utime(self._file.fd, ns=(atime_ns, mtime_ns))
+
+    @property
+    def fd(self) -> int:
+        """The backing fd (xattrs go through it); valid while the handle is open."""
+        self._check_open()
+        return self._file.fd
 
     def close(self) -> None:
         if not self._closed:

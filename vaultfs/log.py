@@ -19,12 +19,20 @@ FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 SYSLOG_SOCKET = "/dev/log"
 
 
+def _create_private(path: str) -> None:
+    """Create ``path`` private (0600; the umask can only narrow it); an existing file keeps its mode."""
+    descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o600)
+    os.close(descriptor)
+
+
 def setup(*, foreground: bool, logfile: str | None = None, fallback: str | None = None,
           level: int = logging.INFO) -> logging.Handler:
     """Route vaultfs (and mfusepy warning) records to one handler and return it."""
     handler: logging.Handler
     if logfile is not None:
-        handler = logging.FileHandler(os.path.abspath(logfile), encoding="utf-8")
+        path = os.path.abspath(logfile)
+        _create_private(path)  # records name plaintext paths: 0600 when vaultfs creates the file
+        handler = logging.FileHandler(path, encoding="utf-8")
         handler.setFormatter(logging.Formatter(FORMAT))
     elif foreground:
         handler = logging.StreamHandler(sys.stderr)
@@ -34,8 +42,7 @@ def setup(*, foreground: bool, logfile: str | None = None, fallback: str | None 
         handler.setFormatter(logging.Formatter(f"vaultfs[{os.getpid()}]: %(levelname)s %(name)s: %(message)s"))
     elif fallback is not None:
         # No syslog daemon (containers): a private file, 0600, next to the state file.
-        descriptor = os.open(fallback, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o600)
-        os.close(descriptor)
+        _create_private(fallback)
         handler = logging.FileHandler(fallback, encoding="utf-8")
         handler.setFormatter(logging.Formatter(FORMAT))
     else:

@@ -17,7 +17,6 @@ for ``recover`` and for ``vaultfs upgrade``, which rebinds every v1 record.
 from __future__ import annotations
 
 import contextlib
-import errno
 import os
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
@@ -170,15 +169,8 @@ def open_dir(directory: int | str) -> Iterator[int]:
 
 
 def read_small(dir_fd: int, name: str, limit: int) -> bytes:
-    """Read a small file in a directory fd without following symlinks; EIO if it exceeds ``limit``."""
-    fd = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=dir_fd)
-    try:
-        data = os.read(fd, limit + 1)
-    finally:
-        os.close(fd)
-    if len(data) > limit:
-        raise OSError(errno.EIO, f"{name}: larger than {limit} bytes")
-    return data
+    """Read a small regular file in a directory fd (no symlink, no FIFO: the backing dir is untrusted)."""
+    return backing.read_bounded(name, limit, dir_fd=dir_fd)
 
 
 def replace_file(dir_fd: int, name: str, data: bytes, mode: int = 0o644) -> None:

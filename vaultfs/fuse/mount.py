@@ -26,8 +26,9 @@ import threading
 import time
 from typing import Any
 
-from vaultfs import errors
+from vaultfs import errors, hardening
 from vaultfs import log as vlog
+from vaultfs.fuse.serve import check_fuse, claim_backing, serve
 from vaultfs.fuse.state import (
     MountState,
     canonical,
@@ -43,7 +44,6 @@ from vaultfs.fuse.state import (
 log = logging.getLogger(__name__)
 
 DEFAULT_MODE = 0o755
-MAX_IO = 1 << 20  # bytes per FUSE read request (also max_write, set in fs.init_with_config)
 READY_TIMEOUT = 60.0  # seconds the parent waits for the daemon's mount to answer
 
 
@@ -55,23 +55,6 @@ def fusermount(*flags: str, mountpoint: str) -> subprocess.CompletedProcess[str]
 
 
 # ---- checks before asking for the password ------------------------------------------
-
-
-def check_fuse() -> None:
-    """Fail early, with the fix, where FUSE cannot work at all."""
-    try:
-        fd = os.open("/dev/fuse", os.O_RDWR)
-    except OSError as e:
-        raise errors.FuseUnavailable(f"/dev/fuse: {e.strerror}") from None
-    os.close(fd)
-    try:
-        from vaultfs.fuse import fs
-    except (OSError, AttributeError) as e:  # mfusepy: no libfuse / wrong ABI
-        raise errors.FuseUnavailable(str(e)) from None
-    if fs.fuse_version()[0] != 3:
-        raise errors.FuseUnavailable(f"libfuse {'.'.join(map(str, fs.fuse_version()))} found, libfuse3 needed")
-    if os.geteuid() != 0 and not (shutil.which("fusermount3") or shutil.which("fusermount")):
-        raise errors.FuseUnavailable("fusermount3 not found")
 
 
 def describe_entries(path: str, limit: int = 5) -> str:
@@ -140,45 +123,6 @@ def fail_closed(mountpoint: str) -> None:
 # ---- serving --------------------------------------------------------------------------
 
 
-def fuse_options(args: Any) -> dict[str, Any]:
-    """mfusepy keyword options for this mount (see docs: why each one)."""
-    opts: dict[str, Any] = {
-        "fsname": "vaultfs",
-        "subtype": "vaultfs",
-        "max_read": MAX_IO,
-    }
-    if args.allow_other:
-        # Other users: the kernel must enforce modes for each caller (DESIGN.md). For the
-        # mounting user alone the daemon's own access to the backing files, which carry
-        # the same modes, already does; skipping the kernel's check saves a GETATTR per
-        # directory on every path lookup (stat 3,100 -> 8,400/s measured).
-        opts["allow_other"] = True
-        opts["default_permissions"] = True
-    if args.read_only:
-        opts["ro"] = True
-    for group in args.fuse_options or []:
-        for item in filter(None, group.split(",")):
-            key, sep, value = item.partition("=")
-            opts[key] = value if sep else True
-    return opts
-
-
-def raise_readahead(mountpoint: str) -> None:
-    """Let the kernel read ahead MAX_IO per request instead of its default 128 KiB.
-
-    FUSE_INIT can only lower the kernel's read-ahead, so this is set afterwards, through
-    the mount's backing-device entry in sysfs (root only; otherwise the default stays).
-    One 1 MiB read request instead of eight of 128 KiB: cold sequential reads measured
-    about 20-25% faster (docs/performance.md).
-    """
-    try:
-        dev = os.stat(mountpoint).st_dev  # answered once the INIT reply is through
-        with open(f"/sys/class/bdi/{os.major(dev)}:{os.minor(dev)}/read_ahead_kb", "w") as f:
-            f.write(str(MAX_IO // 1024))
-    except OSError as e:
-        log.debug("read-ahead stays at the kernel default: %s", e)
-
-
 def idle_watch(ops: Any, mountpoint: str, idle: float, stop: threading.Event) -> None:
     """Unmount once nothing touched the vault for `idle` seconds and no file is open."""
     interval = max(0.2, min(idle / 4, 5.0))
@@ -192,27 +136,6 @@ def idle_watch(ops: Any, mountpoint: str, idle: float, stop: threading.Event) ->
         log.info("idle lock postponed: %s", result.stderr.strip())
 
 
-def serve(vault: Any, args: Any, mountpoint: str, on_ready: Any) -> None:
-    """Run FUSE until unmounted (lock, signal, idle); the vault is closed afterwards."""
-    from vaultfs.fuse import fs
-
-    def ready() -> None:
-        on_ready()
-        threading.Thread(target=raise_readahead, args=(mountpoint,), daemon=True).start()
-
-    ops = fs.VaultOperations(vault, on_ready=ready)
-    stop = threading.Event()
-    if args.idle:
-        threading.Thread(target=idle_watch, args=(ops, mountpoint, args.idle, stop), daemon=True).start()
-    try:
-        fs.VaultFUSE(ops, mountpoint, foreground=True, nothreads=False, **fuse_options(args))
-    except RuntimeError as e:  # fuse_main failed: libfuse printed why on stderr
-        raise errors.MountError(f"libfuse could not mount {mountpoint} (status {e})") from None
-    finally:
-        stop.set()
-        ops.destroy("/")  # idempotent: also when libfuse never called destroy
-
-
 def cmd_mount(args: Any) -> int:
     from vaultfs import passwords
     from vaultfs.vault import Vault
@@ -224,6 +147,7 @@ def cmd_mount(args: Any) -> int:
     check_fuse()
     touched = prepare_mountpoint(mountpoint, backing)
     try:
+        claim_backing(backing)  # held (inherited by the daemon) until the daemon exits
         password = passwords.read_password(args.passfile, prompt="Password: ")
         vault = Vault.unlock(backing, password, read_only=args.read_only)
         del password
@@ -253,6 +177,7 @@ def _announce(state: MountState) -> str:
 
 def run_foreground(vault: Any, args: Any, state: MountState) -> int:
     vlog.setup(foreground=True, logfile=args.log)
+    hardening.harden_daemon(vault.keys)  # no core dump, no same-user ptrace, keys mlocked
 
     def ready() -> None:
         state.pid, state.start = os.getpid(), process_start(os.getpid())
@@ -331,6 +256,7 @@ def _daemon(vault: Any, args: Any, state: MountState, write_fd: int) -> int:
     except OSError as e:
         os.write(write_fd, f"E--log {args.log}: {e.strerror}".encode())
         return errors.MountError.exit_code
+    hardening.harden_daemon(vault.keys)  # no core dump, no same-user ptrace, keys mlocked
     os.chdir("/")
     null = os.open(os.devnull, os.O_RDWR)
     os.dup2(null, 0)

@@ -108,6 +108,19 @@ def mount_type(mountpoint: str) -> str | None:
     return found
 
 
+def mount_sources() -> list[tuple[str, str, str]]:
+    """(source, mountpoint, type) of every mount in this namespace (vaultfs mounts: source vaultfs:BACKING)."""
+    found = []
+    with open("/proc/self/mountinfo", encoding="utf-8", errors="surrogateescape") as f:
+        for line in f:
+            fields = line.split()
+            if len(fields) > 4 and "-" in fields:
+                sep = fields.index("-")
+                if len(fields) > sep + 2:
+                    found.append((_unescape(fields[sep + 2]), _unescape(fields[4]), fields[sep + 1]))
+    return found
+
+
 def mounted(mountpoint: str) -> bool:
     return mount_type(mountpoint) is not None
 

@@ -237,7 +237,7 @@ class Upgrader:
     # ------------------------------------------------------------ files
 
     def _file(self, dir_fd: int, path: str, name: str, st: os.stat_result, label: str) -> None:
-        fd = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=dir_fd)
+        fd = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC, dir_fd=dir_fd)
         try:
             head = os.pread(fd, 40, 0)
             if head[:4] == MAGIC_V2:
