@@ -276,3 +276,18 @@ def test_the_real_cli_killed_at_random_moments_then_rerun(v1_vault: Path, tmp_pa
     expected.update(sw.summary({p: e for p, e in big.items() if p.startswith("/bulk")}))
     assert tree == expected
     assert all(stat.S_ISREG(p.lstat().st_mode) or p.is_dir() for p in vault.rglob("*"))
+
+
+def test_extended_attributes_of_a_rewritten_file_are_kept(vault: Path) -> None:
+    """vaultfs stores encrypted user.* attributes on the backing file; the new inode carries them over."""
+    keys, config = unlock_v1(vault)
+    photo = sw.backing_path(vault, keys_of(vault), "/media/photo.jpg")
+    msgstore = sw.backing_path(vault, keys_of(vault), "/chats/msgstore.db")
+    os.setxattr(photo, "user.vaultfs.abcdef", b"sealed value")
+    os.setxattr(msgstore, "user.vaultfs.ghijkl", b"another")
+    upgrade.upgrade(str(vault), keys, config)
+    v2_keys = keys_of(vault)
+    for path, name, value in (("/media/photo.jpg", "user.vaultfs.abcdef", b"sealed value"),
+                              ("/chats/photo-link-in-chats.jpg", "user.vaultfs.abcdef", b"sealed value"),
+                              ("/chats/msgstore.db", "user.vaultfs.ghijkl", b"another")):
+        assert os.getxattr(sw.backing_path(vault, v2_keys, path, 2), name) == value, path

@@ -104,6 +104,19 @@ def check_not_mounted(backing_dir: str) -> None:
             raise UsageError(f"{backing_dir} is mounted at {state.mountpoint}; run `vaultfs lock {state.mountpoint}`")
 
 
+def copy_user_xattrs(src: int, dst: int) -> None:
+    """Copy the ``user.*`` extended attributes (vaultfs keeps encrypted ones there) to the new file."""
+    try:
+        names = os.listxattr(src)
+    except OSError as exc:
+        if exc.errno in (errno.ENOTSUP, errno.EOPNOTSUPP):
+            return
+        raise
+    for name in names:
+        if name.startswith("user."):
+            os.setxattr(dst, name, os.getxattr(src, name))
+
+
 class Upgrader:
     def __init__(self, backing_dir: str, keys: VaultKeys, config: Config, on_step: Step | None = None,
                  on_bytes: Callable[[int], None] | None = None,
@@ -248,11 +261,11 @@ class Upgrader:
             shared = f"{SHARED_PREFIX}{st.st_ino}-{st.st_mtime_ns}-{head[8:16].hex()}"
             try:
                 if st.st_nlink == 1 and not os.path.lexists(os.path.join(self.root, shared)):
-                    with self._staged(dir_fd, STAGE, st, st.st_mode & 0o7777) as out:
+                    with self._staged(dir_fd, STAGE, st, st.st_mode & 0o7777, fd) as out:
                         self._convert(fd, out, label)
                     os.rename(STAGE, name, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
                 else:
-                    self._make_shared(shared, st, st.st_mode & 0o7777, lambda out: self._convert(fd, out, label))
+                    self._make_shared(shared, st, st.st_mode & 0o7777, lambda out: self._convert(fd, out, label), fd)
                     self._link_shared(dir_fd, shared, name, name, st)
             except _Unconvertible:
                 return
@@ -275,12 +288,13 @@ class Upgrader:
             if self._on_problem is not None:
                 self._on_problem(line)
 
-    def _make_shared(self, shared: str, st: os.stat_result, mode: int, fill: Callable[[int], None]) -> None:
+    def _make_shared(self, shared: str, st: os.stat_result, mode: int, fill: Callable[[int], None],
+                     xattrs_from: int | None = None) -> None:
         """Create the root's shared new inode of a hard-linked entry, unless an earlier run did."""
         if os.path.lexists(os.path.join(self.root, shared)):
             return
         with open_dir(self.root) as root_fd:
-            with self._staged(root_fd, shared + ".tmp", st, mode) as out:
+            with self._staged(root_fd, shared + ".tmp", st, mode, xattrs_from) as out:
                 fill(out)
             os.rename(shared + ".tmp", shared, src_dir_fd=root_fd, dst_dir_fd=root_fd)
         self._step("shared", os.path.join(self.root, shared))
@@ -291,14 +305,18 @@ class Upgrader:
             self._on_bytes(count)
 
     @contextlib.contextmanager
-    def _staged(self, dir_fd: int, name: str, st: os.stat_result, mode: int):
-        """A new file ``name`` in ``dir_fd``; on success it carries ``st``'s owner and times and is fsynced."""
+    def _staged(self, dir_fd: int, name: str, st: os.stat_result, mode: int, xattrs_from: int | None = None):
+        """A new file ``name`` in ``dir_fd``; on success it carries ``st``'s owner and times (and the
+        ``user.*`` extended attributes of ``xattrs_from``, encrypted values that do not depend on the
+        inode) and is fsynced."""
         with contextlib.suppress(FileNotFoundError):
             os.unlink(name, dir_fd=dir_fd)
         fd = os.open(name, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600, dir_fd=dir_fd)
         ok = False
         try:
             yield fd
+            if xattrs_from is not None:
+                copy_user_xattrs(xattrs_from, fd)
             os.fchmod(fd, mode)
             with contextlib.suppress(PermissionError):  # not root: the files are the user's own anyway
                 os.fchown(fd, st.st_uid, st.st_gid)
