@@ -291,3 +291,26 @@ def test_extended_attributes_of_a_rewritten_file_are_kept(vault: Path) -> None:
                               ("/chats/photo-link-in-chats.jpg", "user.vaultfs.abcdef", b"sealed value"),
                               ("/chats/msgstore.db", "user.vaultfs.ghijkl", b"another")):
         assert os.getxattr(sw.backing_path(vault, v2_keys, path, 2), name) == value, path
+
+
+def test_a_progress_bar_on_a_terminal(vault: Path, tmp_path: Path) -> None:
+    passfile = write_passfile(tmp_path / "pw", PASSWORD)
+    master, slave = os.openpty()
+    try:
+        process = subprocess.Popen([VAULTFS_BIN, "upgrade", str(vault), "--passfile", str(passfile)],
+                                   env=cli_env(), stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=slave)
+        os.close(slave)
+        shown = b""
+        while True:
+            try:
+                chunk = os.read(master, 4096)
+            except OSError:  # EIO once the child has closed the terminal
+                break
+            if not chunk:
+                break
+            shown += chunk
+        stdout, _ = process.communicate(timeout=60)
+    finally:
+        os.close(master)
+    assert process.returncode == 0 and b"upgraded" in stdout
+    assert b"upgrade:" in shown and b"100%" in shown, shown[-300:]

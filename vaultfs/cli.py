@@ -269,7 +269,7 @@ def cmd_fsck(args: argparse.Namespace) -> int:
 def cmd_upgrade(args: argparse.Namespace) -> int:
     from vaultfs.errors import PartialFailure
     from vaultfs.tools import upgrade
-    from vaultfs.tools.progress import Progress, tree_bytes
+    from vaultfs.tools.progress import Progress
 
     backing_dir = os.path.abspath(args.backing)
     config = keyfile.load_config(backing_dir, allow_v1=True)
@@ -277,7 +277,7 @@ def cmd_upgrade(args: argparse.Namespace) -> int:
         print(f"{backing_dir} already has format version {config.version}; nothing to do.")
         return 0
     keys = keyfile.unwrap(config, read_password(args.passfile))
-    with Progress("upgrade", tree_bytes(backing_dir) if sys.stderr.isatty() else None) as progress:
+    with Progress("upgrade", upgrade.planned_bytes(backing_dir) if sys.stderr.isatty() else None) as progress:
         report = upgrade.upgrade(backing_dir, keys, config, on_bytes=progress.add_bytes, on_problem=progress.write)
     print(f"upgraded {backing_dir} to format version {keyfile.FORMAT_VERSION}: {report.directories} directories "
           f"({report.dirids_rebound} directory ID files rebound), {report.files_converted} files "

@@ -27,7 +27,6 @@ from __future__ import annotations
 import contextlib
 import errno
 import fcntl
-import json
 import os
 import stat
 from collections.abc import Callable
@@ -58,6 +57,7 @@ from vaultfs.format.names import (
     NameCipher,
     parse_entry,
 )
+from vaultfs.tools.upgradeaux import check_not_mounted, copy_user_xattrs, planned_bytes  # noqa: F401 (re-exported)
 
 STAGE = "vaultfs.upgrade-stage"  # per directory: the entry being converted
 LINK_STAGE = "vaultfs.upgrade-link"  # per directory: a new name of a shared inode, before its rename
@@ -81,40 +81,6 @@ class UpgradeReport:
     carried_damage: list[str] = field(default_factory=list)  # converted; damaged blocks carried over as damaged
     left: list[str] = field(default_factory=list)  # could not be converted (unreadable): left as they were
     multi_id: list[str] = field(default_factory=list)  # directories with more than one directory ID
-
-
-def check_not_mounted(backing_dir: str) -> None:
-    """Refuse while a live vaultfs daemon serves this backing dir (an older vaultfs could)."""
-    from vaultfs.fuse.state import MountState, daemon_alive, run_dir
-
-    directory = run_dir()
-    try:
-        names = os.listdir(directory)
-    except OSError:
-        return
-    for name in names:
-        if not name.endswith(".json"):
-            continue
-        try:
-            with open(os.path.join(directory, name), encoding="utf-8") as handle:
-                state = MountState(**json.load(handle))
-        except (OSError, ValueError, TypeError):
-            continue
-        if daemon_alive(state) and os.path.realpath(state.backing or "/nonexistent") == os.path.realpath(backing_dir):
-            raise UsageError(f"{backing_dir} is mounted at {state.mountpoint}; run `vaultfs lock {state.mountpoint}`")
-
-
-def copy_user_xattrs(src: int, dst: int) -> None:
-    """Copy the ``user.*`` extended attributes (vaultfs keeps encrypted ones there) to the new file."""
-    try:
-        names = os.listxattr(src)
-    except OSError as exc:
-        if exc.errno in (errno.ENOTSUP, errno.EOPNOTSUPP):
-            return
-        raise
-    for name in names:
-        if name.startswith("user."):
-            os.setxattr(dst, name, os.getxattr(src, name))
 
 
 class Upgrader:
