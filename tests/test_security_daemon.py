@@ -46,6 +46,13 @@ def read_memory_of(pid: int) -> str:
     return result.stdout.strip()
 
 
+def has_daemon(mountpoint: Path) -> bool:
+    from vaultfs.fuse import state as mountstate
+
+    state = mountstate.load_state(str(mountpoint))
+    return bool(state and state.pid)
+
+
 @contextmanager
 def mounted_without_ptrace(vault: Vault, foreground: bool) -> Iterator[int]:
     """Mount through setpriv (daemon without CAP_SYS_PTRACE); yield the daemon's pid; always unmount."""
@@ -56,7 +63,9 @@ def mounted_without_ptrace(vault: Vault, foreground: bool) -> Iterator[int]:
         if foreground:
             process = subprocess.Popen([*args, "--foreground"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                                        env=env())
-            assert wait_for(vault.is_mounted, timeout=60), "the foreground mount did not come up"
+            # mounted (in the mount table) comes before answering (the state file gets its pid at INIT)
+            assert wait_for(lambda: vault.is_mounted() and has_daemon(vault.mnt), timeout=60), \
+                "the foreground mount did not come up"
         else:
             subprocess.run(args, check=True, capture_output=True, env=env(), timeout=120)
         yield daemon_pid(vault.mnt)

@@ -141,20 +141,26 @@ if _fallocate is not None:
     _fallocate.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_int64, ctypes.c_int64]
 
 
-def reserve(fd: int, offset: int, length: int) -> None:
+def reserve(fd: int, offset: int, length: int, required: bool = False) -> None:
     """Allocate disk space for [offset, offset + length) without changing the file size.
 
     Done before an extending write, so that a full disk fails the write with ENOSPC
     before any block is touched, instead of half-way through it. Filesystems that
-    cannot preallocate are written to without a reservation.
+    cannot preallocate are written to without a reservation, unless the reservation is
+    ``required`` (fallocate with KEEP_SIZE promises the space): then EOPNOTSUPP.
     """
-    if length <= 0 or _fallocate is None:
+    if length <= 0:
+        return
+    if _fallocate is None:
+        if required:
+            raise OSError(errno.EOPNOTSUPP, "fallocate is not available")
         return
     if _fallocate(fd, _FALLOC_FL_KEEP_SIZE, offset, length) != 0:
         err = ctypes.get_errno()
-        if err in (errno.EOPNOTSUPP, errno.ENOSYS, errno.EINVAL):
+        if err in (errno.EOPNOTSUPP, errno.ENOSYS, errno.EINVAL) and not required:
             return
-        raise OSError(err, os.strerror(err))
+        code = errno.EOPNOTSUPP if err == errno.ENOSYS else err
+        raise OSError(code, os.strerror(code))
 
 
 def pwrite_all(fd: int, data: bytes | bytearray | memoryview, offset: int) -> None:

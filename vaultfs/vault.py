@@ -132,21 +132,21 @@ class Vault:
 
     # ------------------------------------------------------------ attributes
 
-    def _attr(self, st: os.stat_result, fd: int, backing_entry: str, where: str) -> Attr:
+    def _attr(self, st: os.stat_result, fd: int, entry: Entry) -> Attr:
         if stat.S_ISREG(st.st_mode):
             size = blocks.plain_size(st.st_size, self.block_size)
             if size is None:
-                self.tree.report_once(where, "size fits no plaintext size (truncated file)")
+                self.tree.report_once(entry.path, "size fits no plaintext size (truncated file)")
                 size = 0
         elif stat.S_ISLNK(st.st_mode):
-            target = self.names.decrypt_symlink(os.readlink(backing_entry, dir_fd=fd))
+            target = self.names.decrypt_symlink(os.readlink(entry.backing_name.entry, dir_fd=fd))
             size = 0 if target is None else len(target.encode("utf-8", "surrogateescape"))
         else:
             size = st.st_size
         return Attr.from_stat(st, size)
 
     def _found(self, fd: int, entry: Entry, st: os.stat_result) -> Found:
-        return Found(entry, st, self._attr(st, fd, entry.backing_name.entry, entry.path))
+        return Found(entry, st, self._attr(st, fd, entry))
 
     # ------------------------------------------------------------ by (directory, name)
 

@@ -97,6 +97,11 @@ class EncryptedFile(SparseBlocks):
         backing.pwrite_all(fd, data, 0)
         os.ftruncate(fd, len(data))
 
+    @property
+    def block_size(self) -> int:
+        """Plaintext bytes per block (the offset math of callers that reserve space needs it)."""
+        return self._bs
+
     def _set_header(self, header: Header) -> None:
         self._header = header
         self._header_aad = header.aad

@@ -42,6 +42,7 @@ ENTRY_TIMEOUT = 1.0  # seconds the kernel may trust a name -> inode answer
 ATTR_TIMEOUT = 1.0  # seconds it may trust attributes
 NEGATIVE_TIMEOUT = 1.0  # seconds it may trust "no such entry"
 THREAD_MIN = 128 * 1024  # bytes: reads/writes from this size run in a worker thread
+FALLOC_FL_KEEP_SIZE = 0x01  # <linux/falloc.h>
 _CURRENT = {"uid": "st_uid", "gid": "st_gid", "mode": "st_mode", "atime_ns": "st_atime_ns", "mtime_ns": "st_mtime_ns"}
 
 
@@ -409,7 +410,7 @@ class VaultOperations(pyfuse3.Operations):
             state.listing = self.vault.listdir_at(self.inodes.dir_of(state.ino))
         # ids: 1 ".", 2 "..", 3.. the entries; each reply's next_id is where to resume.
         if start_id < 2:
-            parent = next(iter(node.links))[0] if node.links else ROOT_INODE
+            parent = node.links[0][0] if node.links else ROOT_INODE
             dots = [(b".", node.ino), (b"..", parent)]
             for index in range(start_id, 2):
                 name, dot = dots[index]
@@ -504,6 +505,17 @@ class VaultOperations(pyfuse3.Operations):
     async def fsync(self, fh: int, datasync: bool) -> None:
         handle = self._handle(fh)
         await trio.to_thread.run_sync(handle.fsync, datasync)
+
+    @handler
+    async def fallocate(self, fh: int, mode: int, offset: int, length: int) -> None:
+        """Added by the libfuse shim (extra_ops.py), which runs it synchronously: it must never await.
+
+        Mode 0 and FALLOC_FL_KEEP_SIZE. Everything else is EOPNOTSUPP: PUNCH_HOLE and
+        ZERO_RANGE need holes, which format v2 brings (PUNCH_HOLE goes here then).
+        """
+        if mode & ~FALLOC_FL_KEEP_SIZE:
+            raise OSError(errno.EOPNOTSUPP, f"fallocate mode {mode:#x} is not supported")
+        self._handle(fh).allocate(offset, length, keep_size=bool(mode & FALLOC_FL_KEEP_SIZE))
 
     @handler
     async def release(self, fh: int) -> None:

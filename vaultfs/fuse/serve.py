@@ -18,6 +18,7 @@ import threading
 from typing import Any
 
 from vaultfs import errors
+from vaultfs.fuse import extra_ops  # first: the libfuse shim must be loaded before pyfuse3 (see there)
 from vaultfs.fuse.state import FUSE_TYPE, mount_sources
 
 log = logging.getLogger(__name__)
@@ -149,6 +150,7 @@ def serve(vault: Any, args: Any, mountpoint: str, on_ready: Any) -> None:
         threading.Thread(target=raise_readahead, args=(mountpoint,), daemon=True).start()
 
     ops = VaultOperations(vault, on_ready=ready)
+    extra_ops.bind(ops)  # fallocate: routed to ops before pyfuse3.init creates the FUSE session
     try:
         pyfuse3.init(ops, mountpoint, fuse_options(args, vault.backing))
     except RuntimeError as e:  # libfuse printed why on stderr
