@@ -1,9 +1,11 @@
-"""An independent decrypter for the vaultfs on-disk format v1, written from docs/format.md alone.
+"""An independent decrypter for the vaultfs on-disk format (version 2, and version 1 as section 13 of
+the spec describes it for upgrade readers), written from docs/format.md alone.
 
 Why it exists: it proves that the specification is sufficient to read a vault and that vaultfs
 writes what the specification says. It therefore uses nothing from the ``vaultfs`` package, only
 pycryptodome (``Crypto.*``), ``argon2-cffi`` for Argon2id (pycryptodome has none) and the Python
-standard library. Section numbers (``§n``) refer to docs/format.md.
+standard library. Section numbers (``§n``) refer to docs/format.md (version 2); "v1" marks what only
+a version-1 vault has (§13).
 
 It is deliberately strict: every authentication failure, malformed structure or non-canonical
 encoding raises a :class:`DecryptError` subclass; it never returns data it could not verify.
@@ -67,19 +69,25 @@ class IntegrityError(DecryptError):
 
 
 class TornAppend(IntegrityError):
-    """The last block authenticates only with is_last = 0 (§8): a crash mid-append, not tampering."""
+    """The last block authenticates only with is_last = 0 (§7.3): a crash mid-append, not tampering."""
+
+
+class InterruptedFill(IntegrityError):
+    """A data block after holes authenticates only with an earlier run start (§7.3): a crash mid-fill."""
 
 
 # ---- constants and primitives (§1) --------------------------------------------------------
 
-FORMAT_VERSION = 1
+FORMAT_VERSIONS = (1, 2)
 BLOCK_SIZE = 4096
 HEADER_LEN = 40
 GCM_NONCE = 12
 GCM_TAG = 16
 GCM_OVERHEAD = GCM_NONCE + GCM_TAG
 SUITE_AES_GCM_HKDF = 0x01
-MAGIC = b"VFS1"
+MAGIC_V1 = b"VFS1"
+MAGIC_V2 = b"VFS2"
+KINDS = {1: "file", 2: "symlink", 3: "fifo", 4: "socket", 5: "chardev", 6: "blockdev"}
 CIPHER_SUITE = "AES-256-GCM+AES-SIV-512+HKDF-SHA256"
 NAME_ENCODING = "AES-SIV+base32"
 MAX_SHORT_BACKING_NAME = 220
@@ -87,6 +95,7 @@ MAX_SIDECAR = 1024
 RESERVED_PREFIX = "vaultfs."
 SYMLINK_AD = b"vaultfs/v1/symlink"
 DIRID_AAD = b"vaultfs/v1/dir-id"
+DIRID_V2_LABEL = b"vaultfs/v2/dir-id"
 CROCKFORD = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
 RECOVERY_SYMBOLS = 55
 
@@ -243,6 +252,7 @@ class Slot:
 @dataclass(frozen=True)
 class Config:
     raw: dict[str, Any]
+    version: int
     vault_id: bytes
     block_size: int
     slots: tuple[Slot, ...]
@@ -297,7 +307,7 @@ def parse_config(data: bytes) -> Config:
         raise ConfigError("vaultfs.conf: format is not 'vaultfs'")
     if not _is_int(obj.get("version")):
         raise ConfigError("vaultfs.conf: version is missing or not an integer")
-    if obj["version"] != FORMAT_VERSION:
+    if obj["version"] not in FORMAT_VERSIONS:
         raise UnsupportedFormat(f"vaultfs.conf: unsupported format version {obj['version']}")
     _members(obj, _TOP_MEMBERS, "vaultfs.conf")
     if obj["cipher_suite"] != CIPHER_SUITE:
@@ -333,7 +343,7 @@ def parse_config(data: bytes) -> Config:
         salt = _hex(kdf, "salt", 32, f"{where}.kdf")
         wrapped = _hex(slot, "wrapped_key", 60, where)
         slots.append(Slot(slot["id"], kdf, salt, wrapped))
-    return Config(obj, vault_id, obj["block_size"], tuple(slots), mac)
+    return Config(obj, obj["version"], vault_id, obj["block_size"], tuple(slots), mac)
 
 
 def slot_aad(vault_id: bytes, slot: Slot) -> bytes:
@@ -369,7 +379,7 @@ def check_config(config: Config, keys: Keys) -> None:
         raise IntegrityError("vaultfs.conf: MAC mismatch (config damaged or edited)")
 
 
-# ---- file contents (§8) -------------------------------------------------------------------
+# ---- file contents (§7; v1: §13) ------------------------------------------------------------
 
 
 def plaintext_size(backing_size: int, block_size: int = BLOCK_SIZE) -> int:
@@ -391,10 +401,10 @@ def plaintext_size(backing_size: int, block_size: int = BLOCK_SIZE) -> int:
 
 
 def decrypt_file(data: bytes, keys: Keys, block_size: int = BLOCK_SIZE, what: str = "file") -> bytes:
-    """Decrypt one regular file's backing bytes, verifying header, size, every block, index and is_last."""
+    """v1 (§13): decrypt one regular file's backing bytes, verifying header, size, every block, index and is_last."""
     size = plaintext_size(len(data), block_size)
     header = data[:HEADER_LEN]
-    if header[:4] != MAGIC:
+    if header[:4] != MAGIC_V1:
         raise IntegrityError(f"{what}: bad magic {header[:4]!r}")
     if header[4] != SUITE_AES_GCM_HKDF:
         raise IntegrityError(f"{what}: unknown suite 0x{header[4]:02x}")
@@ -425,12 +435,162 @@ def decrypt_file(data: bytes, keys: Keys, block_size: int = BLOCK_SIZE, what: st
     return bytes(out)
 
 
-# ---- names (§6) and symlinks (§7) ----------------------------------------------------------
+def decrypt_content_v2(data: bytes, keys: Keys, block_size: int = BLOCK_SIZE, what: str = "file") -> tuple[str, bytes]:
+    """§7: one content file's kind and plaintext: header, size, every block with its run start, holes.
+
+    A stored block of all zeros (not the last) in a file with flag bit 0 set is a hole candidate; a run
+    of them is accepted only when the next data block opens with run_start = the run's first index."""
+    size = plaintext_size(len(data), block_size)
+    header = data[:HEADER_LEN]
+    if header[:4] != MAGIC_V2:
+        raise IntegrityError(f"{what}: bad magic {header[:4]!r} (a version-2 vault holds only VFS2 files)")
+    if header[4] != SUITE_AES_GCM_HKDF:
+        raise IntegrityError(f"{what}: unknown suite 0x{header[4]:02x}")
+    if 1 << header[5] != block_size:
+        raise IntegrityError(f"{what}: header block size 2^{header[5]} differs from the config's {block_size}")
+    if header[6] not in KINDS:
+        raise IntegrityError(f"{what}: unknown kind 0x{header[6]:02x}")
+    flags = header[7]
+    if flags & 0xFE:
+        raise IntegrityError(f"{what}: reserved flag bits set (0x{flags:02x})")
+    header_aad = header[:7] + b"\x00" + header[8:]
+    kf = keys.file_key(header[8:40])
+    nblocks = max(1, math.ceil(size / block_size))
+    stored_size = block_size + GCM_OVERHEAD
+    zero = bytes(stored_size)
+    out = bytearray()
+    run: int | None = None  # first index of the pending run of hole candidates
+    for i in range(nblocks):
+        offset = HEADER_LEN + i * stored_size
+        length = min(block_size, size - i * block_size) + GCM_OVERHEAD
+        sealed = data[offset:offset + length]
+        last = i == nblocks - 1
+        if flags & 1 and not last and sealed == zero:
+            run = i if run is None else run
+            continue
+        start = i if run is None else run
+
+        def aad(is_last: bool, run_start: int, index: int = i) -> bytes:
+            return header_aad + index.to_bytes(8, "big") + bytes([is_last]) + run_start.to_bytes(8, "big")
+
+        try:
+            plain = gcm_open(kf, sealed, aad(last, start), f"{what}: block {i}")
+        except IntegrityError:
+            if last and _opens(kf, sealed, aad(False, start)):
+                raise TornAppend(f"{what}: last block {i} is not marked last (torn append)") from None
+            if any(_opens(kf, sealed, aad(last, r)) for r in range(max(0, start - 64), start)):
+                raise InterruptedFill(f"{what}: block {i} opens only with an earlier run start "
+                                      "(an interrupted write into a hole)") from None
+            raise
+        out += bytes(block_size * (i - start)) + plain  # the holes it vouches for, then its own bytes
+        run = None
+    return KINDS[header[6]], bytes(out)
 
 
-def decode_name(backing_name: str, encrypted: str, dir_id: bytes, keys: Keys, long_form: bool) -> str:
+def _opens(key: bytes, sealed: bytes, aad: bytes) -> bool:
+    try:
+        gcm_open(key, sealed, aad, "probe")
+    except IntegrityError:
+        return False
+    return True
+
+
+def decode_special(kind: str, payload: bytes, what: str) -> tuple[bytes | None, int]:
+    """§8: (symlink target, device number) of a special's payload, checked against its kind."""
+    if kind == "symlink":
+        if not 1 <= len(payload) <= 4095 or b"\x00" in payload:
+            raise IntegrityError(f"{what}: symlink target of {len(payload)} bytes")
+        return payload, 0
+    if kind in ("chardev", "blockdev"):
+        if len(payload) != 8:
+            raise IntegrityError(f"{what}: device payload of {len(payload)} bytes")
+        return None, int.from_bytes(payload, "big")
+    if kind in ("fifo", "socket"):
+        if payload:
+            raise IntegrityError(f"{what}: a {kind} with a payload")
+        return None, 0
+    raise IntegrityError(f"{what}: a regular file's header on a special entry")
+
+
+# ---- sync-conflict copies (§9) ---------------------------------------------------------------------
+
+_BEFORE_MARKERS = [  # (regular expression, shown words); "%s" is the group that is kept
+    (re.compile(r" \((\d+)\)"), " (conflict %s)"),
+    (re.compile(r" \((?:[^()/]*'s )?conflicted copy(?: [^()/]*)?\)"), None),
+    (re.compile(r" \((?:Case|Selective Sync) Conflict(?: \d+)?\)"), None),
+    (re.compile(r"_conflict-\d{8}-\d{6}"), None),
+    (re.compile(r" \(SFConflict [^()/]+\)"), None),
+    (re.compile(r"\.sync-conflict-\d{8}-\d{6}-[A-Z2-7]{7}"), None),
+    (re.compile(r"\.\.?(path[12]|conflict\d+)"), " (conflict %s)"),
+    (re.compile(r" (\d+)"), " (conflict %s)"),
+    (re.compile(r"-([A-Za-z0-9][A-Za-z0-9_-]*)"), " (conflict %s)"),
+]
+_AFTER_MARKERS = [
+    (re.compile(r"\.\.?(path[12]|conflict\d+)(?![A-Za-z0-9_-])"), " (conflict %s)"),
+    (re.compile(r"\.([A-Za-z0-9_-]*(?:conflict|path)\d*)"), " (conflict %s)"),
+]
+
+
+def _shown(match: re.Match[str], template: str | None) -> str:
+    if template is None:
+        return match.group(0)
+    kept = match.group(1)
+    if kept.startswith("conflict") and kept[8:].isdigit() and template == " (conflict %s)":
+        kept = kept[8:]  # rclone's .conflictN reads " (conflict N)"
+    return template % kept
+
+
+def _markers(text: str, table: list) -> list[str] | None:
+    words, pos = [], 0
+    while pos < len(text):
+        for pattern, template in table:
+            match = pattern.match(text, pos)
+            if match and match.end() > pos:
+                words.append(_shown(match, template))
+                pos = match.end()
+                break
+        else:
+            return None
+    return words
+
+
+def parse_conflict(backing_name: str, suffixes: tuple[str, ...]) -> tuple[str, str, str, str] | None:
+    """(original backing name, before, after, shown words) of a conflict copy (§9), else None."""
+    for suffix in suffixes:
+        index = backing_name.find(suffix)
+        while index > 0:
+            head, after = backing_name[:index], backing_name[index + len(suffix):]
+            stem = re.match(r"vaultfs" if suffix == ".dirid" else r"[a-z2-7]+", head)
+            if stem is not None:
+                before = head[stem.end():]
+                words_before = _markers(before, _BEFORE_MARKERS) if before else []
+                words_after = _markers(after, _AFTER_MARKERS) if after else []
+                if (before or after) and words_before is not None and words_after is not None:
+                    return head[:stem.end()] + suffix, before, after, "".join(words_before + words_after)
+            index = backing_name.find(suffix, index + 1)
+    return None
+
+
+def shown_conflict_name(name: str, words: str, taken: set[str]) -> str:
+    """§9: the words before the extension of ``name``; " 2", " 3" ... when taken (names here are short)."""
+    dot = name.rfind(".")
+    stem, ext = (name[:dot], name[dot:]) if dot > 0 else (name, "")
+    number = 1
+    while True:
+        candidate = stem + words + (f" {number}" if number > 1 else "") + ext
+        if candidate not in taken:
+            return candidate
+        number += 1
+
+
+# ---- names (§6) and v1 symlinks (§13) -------------------------------------------------------
+
+
+def decode_name(backing_name: str, encrypted: str, dir_id: bytes, keys: Keys, long_form: bool,
+                nfc: bool = True) -> str:
     """Decrypt one entry name in the directory with ID ``dir_id``; return it as a str whose undecodable
-    bytes are surrogate-escaped. Also requires the canonical short/long placement (see module report)."""
+    bytes are surrogate-escaped. Also requires the canonical short/long placement. ``nfc`` (v1 only):
+    the name must be in NFC; version 2 names are any bytes."""
     what = f"name {backing_name!r}"
     if long_form != (len(encrypted) + 4 > MAX_SHORT_BACKING_NAME):
         raise IntegrityError(f"{what}: stored in the {'long' if long_form else 'short'} form but the spec "
@@ -440,12 +600,13 @@ def decode_name(backing_name: str, encrypted: str, dir_id: bytes, keys: Keys, lo
     if not 1 <= len(n) <= 255 or n in (b".", b"..") or b"/" in n or b"\x00" in n:
         raise IntegrityError(f"{what}: decrypted name {n!r} is not a valid name")
     name = n.decode("utf-8", "surrogateescape")
-    if unicodedata.normalize("NFC", name) != name:
+    if nfc and unicodedata.normalize("NFC", name) != name:
         raise IntegrityError(f"{what}: decrypted name {name!r} is not in NFC")
     return name
 
 
 def decode_symlink(target: str, keys: Keys, what: str) -> str:
+    """v1 (§13): a backing symlink's SIV-encrypted target."""
     sealed = b32decode_strict(target, f"{what}: symlink target")
     plain = unpad16(siv_open(keys.name, sealed, SYMLINK_AD, f"{what}: symlink target"), f"{what}: symlink target")
     return plain.decode("utf-8", "surrogateescape")
@@ -456,12 +617,16 @@ def decode_symlink(target: str, keys: Keys, what: str) -> str:
 
 @dataclass
 class Entry:
-    """One plaintext entry: ``kind`` is file, dir, symlink, fifo or socket."""
+    """One plaintext entry: ``kind`` is file, dir, symlink, fifo, socket, chardev or blockdev."""
 
     kind: str
     content: bytes | None = None
     target: str | None = None
     mode: int = 0
+    rdev: int = 0
+
+
+_ENTRY_SUFFIXES = (".vfs", ".vfl", ".vfx", ".vxl")
 
 
 @dataclass
@@ -473,9 +638,10 @@ class IndependentVault:
     block_size: int = BLOCK_SIZE
     config: Config | None = None
     problems: list[str] = field(default_factory=list)
+    version: int = 2
 
     def read_dir_id(self, backing_dir: Path) -> bytes:
-        """Unseal ``vaultfs.dirid`` (44 bytes): its absence or failure is an integrity error (§5)."""
+        """v1 (§13): unseal ``vaultfs.dirid`` (44 bytes): its absence or failure is an integrity error."""
         path = backing_dir / "vaultfs.dirid"
         try:
             st = os.lstat(path)
@@ -488,17 +654,54 @@ class IndependentVault:
             raise IntegrityError(f"{path}: vaultfs.dirid is {len(sealed)} bytes, expected 44")
         return gcm_open(self.keys.dir_id, sealed, DIRID_AAD, str(path))
 
+    def read_dir_ids_v2(self, backing_dir: Path, parent_id: bytes, name: bytes, strict: bool) -> list[bytes]:
+        """§5: the IDs of every record, in vaultfs.dirid and its conflict copies, valid at this place."""
+        files = sorted(n for n in os.listdir(backing_dir)
+                       if n != "vaultfs.dirid" and (c := parse_conflict(n, (".dirid",))) and c[0] == "vaultfs.dirid")
+        if (backing_dir / "vaultfs.dirid").exists():
+            files.insert(0, "vaultfs.dirid")
+        aad = DIRID_V2_LABEL + parent_id + name
+        root = parent_id == bytes(16) and name == b""
+        ids: list[bytes] = []
+        for fname in files:
+            path = backing_dir / fname
+            if not stat.S_ISREG(os.lstat(path).st_mode) or os.lstat(path).st_size > 16 * 44:
+                self._problem(f"{path}: not a directory ID file", strict)
+                continue
+            data = path.read_bytes()
+            if not data or len(data) % 44:
+                self._problem(f"{path}: {len(data)} bytes is not a whole number of 44-byte records", strict)
+                continue
+            for n in range(0, len(data), 44):
+                try:
+                    dir_id = gcm_open(self.keys.dir_id, data[n:n + 44], aad, f"{path} record {n // 44}")
+                except IntegrityError as exc:
+                    self.problems.append(f"{exc} (not valid at this place; ignored)")
+                    continue
+                if root and dir_id != self.keys.root_dir_id:
+                    self._problem(f"{path}: a record at the root's place holds another ID", strict)
+                elif dir_id not in ids:
+                    ids.append(dir_id)
+        if not ids:
+            raise IntegrityError(f"{backing_dir}: no directory ID valid at this place")
+        return ids
+
     def walk(self, strict: bool = True) -> dict[str, Entry]:
         """Every plaintext path ("/dir/name") below the root, with file contents decrypted.
 
         strict (the default) raises on the first problem of any kind; lenient hides entries whose name
         or directory fails (as §6 asks of a filesystem) and records them in ``problems``. File contents
-        that fail authentication raise in both modes: wrong data is never returned."""
-        root_id = self.read_dir_id(self.backing)
-        if not hmac.compare_digest(root_id, self.keys.root_dir_id):
-            raise IntegrityError("root vaultfs.dirid does not hold the derived root directory ID")
+        that fail authentication raise in both modes: wrong data is never returned. Records that are not
+        valid at their place are ignored, as §5 says, and listed in ``problems`` in both modes."""
         out: dict[str, Entry] = {}
-        self._walk_dir(self.backing, "", root_id, out, strict)
+        if self.version == 1:
+            root_id = self.read_dir_id(self.backing)
+            if not hmac.compare_digest(root_id, self.keys.root_dir_id):
+                raise IntegrityError("root vaultfs.dirid does not hold the derived root directory ID")
+            self._walk_dir_v1(self.backing, "", root_id, out, strict)
+        else:
+            ids = self.read_dir_ids_v2(self.backing, bytes(16), b"", strict)
+            self._walk_dir_v2(self.backing, "", ids, out, strict)
         return out
 
     def _problem(self, message: str, strict: bool) -> None:
@@ -506,7 +709,96 @@ class IndependentVault:
             raise IntegrityError(message)
         self.problems.append(message)
 
-    def _walk_dir(self, backing_dir: Path, prefix: str, dir_id: bytes, out: dict[str, Entry], strict: bool) -> None:
+    def _walk_dir_v2(self, backing_dir: Path, prefix: str, dir_ids: list[bytes], out: dict[str, Entry],
+                     strict: bool) -> None:
+        names = sorted(os.listdir(backing_dir))
+        present = set(names)
+        here: dict[str, str] = {}  # plaintext name -> backing name, for duplicates and conflict names
+        copies: list[tuple[str, str, str, bytes]] = []
+        for bname in names:
+            bpath = backing_dir / bname
+            if bname.startswith(RESERVED_PREFIX):
+                continue
+            conflict = parse_conflict(bname, (*_ENTRY_SUFFIXES, ".vfn", ".dirid"))
+            if bname.endswith(".vfn") or (conflict and conflict[0].endswith((".vfn", ".dirid"))):
+                base = bname[:-4] if bname.endswith(".vfn") else None
+                if base is not None and not ({base + ".vfl", base + ".vxl"} & present):
+                    self._problem(f"{bpath}: long-name sidecar without its entry", strict)
+                continue
+            form = conflict[0] if conflict else (bname if bname[-4:] in _ENTRY_SUFFIXES else None)
+            if form is None:
+                self._problem(f"{bpath}: not a vaultfs entry name", strict)
+                continue
+            try:
+                name, dir_id = self._decode_v2(backing_dir, form, dir_ids, conflict)
+            except IntegrityError as exc:
+                self._problem(f"{bpath}: {exc}", strict)
+                continue
+            if conflict is not None:
+                copies.append((bname, name, conflict[3], dir_id))
+                continue
+            if name in here:
+                self._problem(f"{prefix}/{name}: duplicate name ({here[name]} and {bname})", strict)
+                continue
+            here[name] = bname
+            self._entry_v2(backing_dir, bname, prefix, name, dir_id, out, strict)
+        for bname, name, words, dir_id in copies:  # §9: shown next to the original, bound to its place
+            shown = shown_conflict_name(name, words, set(here))
+            here[shown] = bname
+            self._entry_v2(backing_dir, bname, prefix, shown, dir_id, out, strict, place_name=name)
+
+    def _decode_v2(self, backing_dir: Path, form: str, dir_ids: list[bytes],
+                   conflict: tuple[str, str, str, str] | None) -> tuple[str, bytes]:
+        long_form = form.endswith((".vfl", ".vxl"))
+        if long_form:
+            sidecar = None
+            if conflict is not None:  # the client copied the sidecar as well
+                candidate = form[:-4] + conflict[1] + ".vfn" + conflict[2]
+                sidecar = candidate if (backing_dir / candidate).exists() else None
+            encrypted = self._read_sidecar(backing_dir, form[:-4], sidecar)
+        else:
+            encrypted = form[:-4]
+        last_error: IntegrityError | None = None
+        for dir_id in dir_ids:
+            try:
+                return decode_name(form, encrypted, dir_id, self.keys, long_form, nfc=False), dir_id
+            except IntegrityError as exc:
+                last_error = exc
+        assert last_error is not None
+        raise last_error
+
+    def _entry_v2(self, backing_dir: Path, bname: str, prefix: str, name: str, parent_id: bytes,
+                  out: dict[str, Entry], strict: bool, place_name: str | None = None) -> None:
+        bpath = backing_dir / bname
+        path = f"{prefix}/{name}"
+        st = os.lstat(bpath)
+        mode = stat.S_IMODE(st.st_mode)
+        special = (parse_conflict(bname, _ENTRY_SUFFIXES) or (bname,))[0].endswith((".vfx", ".vxl"))
+        if stat.S_ISDIR(st.st_mode) and not special:
+            place = (place_name if place_name is not None else name).encode("utf-8", "surrogateescape")
+            try:
+                child_ids = self.read_dir_ids_v2(bpath, parent_id, place, strict)
+            except IntegrityError as exc:
+                self._problem(f"{path}: {exc}", strict)
+                return
+            out[path] = Entry("dir", mode=mode)
+            self._walk_dir_v2(bpath, path, child_ids, out, strict)
+        elif stat.S_ISREG(st.st_mode):
+            kind, plain = decrypt_content_v2(bpath.read_bytes(), self.keys, self.block_size, path)
+            if (kind == "file") == special:
+                raise IntegrityError(f"{path}: a {kind} under a {'special' if special else 'file'} name")
+            if kind == "file":
+                out[path] = Entry("file", content=plain, mode=mode)
+            else:
+                target, rdev = decode_special(kind, plain, path)
+                shown = target.decode("utf-8", "surrogateescape") if target is not None else None
+                out[path] = Entry(kind, target=shown, mode=0o777 if kind == "symlink" else mode, rdev=rdev)
+        else:
+            self._problem(f"{path}: a backing entry of type 0o{stat.S_IFMT(st.st_mode):o} in a version-2 vault "
+                          "(only regular files and directories)", strict)
+
+    def _walk_dir_v1(self, backing_dir: Path, prefix: str, dir_id: bytes, out: dict[str, Entry],
+                     strict: bool) -> None:
         names = sorted(os.listdir(backing_dir))
         present = set(names)
         for bname in names:
@@ -538,7 +830,7 @@ class IndependentVault:
                     self._problem(f"{path}: {exc}", strict)
                     continue
                 out[path] = Entry("dir", mode=mode)
-                self._walk_dir(bpath, path, child_id, out, strict)
+                self._walk_dir_v1(bpath, path, child_id, out, strict)
             elif stat.S_ISREG(st.st_mode):
                 out[path] = Entry("file", content=decrypt_file(bpath.read_bytes(), self.keys, self.block_size, path),
                                   mode=mode)
@@ -557,12 +849,12 @@ class IndependentVault:
                 self._problem(f"{path}: unsupported backing file type {stat.S_IFMT(st.st_mode):o}", strict)
 
     @staticmethod
-    def _read_sidecar(backing_dir: Path, digest: str) -> str:
+    def _read_sidecar(backing_dir: Path, digest: str, sidecar: str | None = None) -> str:
         """Read ``h.vfn`` and check SHA-256(e) against h; bounded to 1024 bytes before reading."""
-        what = f"long name {digest}.vfl"
+        what = f"long name {digest}"
         if len(b32decode_strict(digest, what)) != 32:
             raise IntegrityError(f"{what}: digest is not 32 bytes")
-        path = backing_dir / (digest + ".vfn")
+        path = backing_dir / (sidecar or digest + ".vfn")
         try:
             st = os.lstat(path)
         except FileNotFoundError:
@@ -593,6 +885,15 @@ def _read_config_file(backing: Path) -> bytes | None:
     return None
 
 
+def _version_from_root(root: Path, keys: Keys) -> int:
+    """Without a config: a root record valid at the root's place (§5) means 2, a v1 record (§13) means 1."""
+    data = (root / "vaultfs.dirid").read_bytes()
+    for n in range(0, len(data) - 43, 44):
+        if _opens(keys.dir_id, data[n:n + 44], DIRID_V2_LABEL + bytes(16)):
+            return 2
+    return 1
+
+
 def open_vault(backing: str | os.PathLike[str], password: str | None = None,
                recovery_key: str | None = None) -> IndependentVault:
     """Unlock with a password or a recovery key. With a recovery key a missing config is tolerated
@@ -605,14 +906,15 @@ def open_vault(backing: str | os.PathLike[str], password: str | None = None,
     if data is None:
         if mk is None:
             raise ConfigError(f"{root}: no vaultfs.conf")
-        return IndependentVault(root, Keys.derive(mk))
+        keys = Keys.derive(mk)
+        return IndependentVault(root, keys, version=_version_from_root(root, keys))
     config = parse_config(data)
     if mk is None:
         assert password is not None
         mk = unwrap_password(config, password)
     keys = Keys.derive(mk)
     check_config(config, keys)
-    return IndependentVault(root, keys, config.block_size, config)
+    return IndependentVault(root, keys, config.block_size, config, version=config.version)
 
 
 # ---- CLI ----------------------------------------------------------------------------------------
@@ -628,7 +930,7 @@ def _read_password_file(path: str) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description="Independent vaultfs v1 decrypter: print the plaintext tree.")
+    parser = argparse.ArgumentParser(description="Independent vaultfs decrypter: print the plaintext tree.")
     parser.add_argument("backing")
     parser.add_argument("--password-file")
     parser.add_argument("--recovery-key")
@@ -651,6 +953,8 @@ def main(argv: list[str] | None = None) -> int:
             print(f"file    {shown}  size={len(entry.content)} sha256={hashlib.sha256(entry.content).hexdigest()}")
         elif entry.kind == "symlink":
             print(f"symlink {shown} -> {entry.target}")
+        elif entry.kind in ("chardev", "blockdev"):
+            print(f"{entry.kind:<7} {shown}  rdev={entry.rdev}")
         else:
             print(f"{entry.kind:<7} {shown}")
     for problem in vault.problems:

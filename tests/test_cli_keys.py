@@ -43,7 +43,7 @@ def test_init_then_info_shows_parameters_and_no_secrets(tmp_path: Path) -> None:
     backing, key, _ = init_via_cli(tmp_path)
     info = run_cli("info", str(backing))
     assert info.returncode == 0
-    for expected in ("version 1", "AES-256-GCM", "4096", "argon2id"):
+    for expected in ("version 2", "AES-256-GCM", "4096", "argon2id"):
         assert expected in info.stdout
     config = json.loads((backing / "vaultfs.conf").read_text())
     for secret in (config["slots"][0]["wrapped_key"], config["slots"][0]["kdf"]["salt"], key, "cli password"):
@@ -98,7 +98,7 @@ def test_edited_config_and_unknown_version(vault_dir: VaultDir) -> None:
     config_path.write_text(json.dumps(document))
     assert_fails(run_cli("passwd", str(vault_dir.path), "--passfile", str(vault_dir.passfile),
                          "--new-passfile", str(vault_dir.passfile)), 6, "damaged or was tampered")
-    document["version"] = 2
+    document["version"] = 3
     config_path.write_text(json.dumps(document))
     assert_fails(run_cli("info", str(vault_dir.path)), 7, "unsupported vault format")
     config_path.write_text("{not json")

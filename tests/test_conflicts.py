@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import VaultDir, read_file, write_file
-from vaultfs.format.conflicts import split_conflict
+from vaultfs.format.conflicts import is_dirid_copy, parse_copy, parse_shown_name, shown_name, split_conflict
 from vaultfs.vault import Vault
 
 PROVIDERS = {
@@ -141,3 +141,87 @@ def test_split_conflict_recognises_each_provider_and_nothing_else() -> None:
         assert split_conflict(f"abcdef{suffix}.vfl") == ("abcdef.vfl", suffix)
     for name in ("abcdef.vfs", "abcdef (copy).vfs", "ABC (1).vfs", "abcdef (1).txt", "vaultfs (1).dirid"):
         assert split_conflict(name) is None
+
+
+# ---------------------------------------------------------------- every client's words (pure)
+
+# (client, backing copy of "<e>.vfs", what the shown name of "msgstore.db" says)
+CLIENT_FORMS = [
+    ("google-drive", "{e} (1).vfs", "msgstore (conflict 1).db"),
+    ("google-drive-again", "{e} (1) (1).vfs", "msgstore (conflict 1) (conflict 1).db"),
+    ("dropbox", "{e} (conflicted copy 2026-12-01).vfs", "msgstore (conflicted copy 2026-12-01).db"),
+    ("dropbox-named", "{e} (Alice's conflicted copy 2026-12-01).vfs",
+     "msgstore (Alice's conflicted copy 2026-12-01).db"),
+    ("dropbox-case", "{e} (Case Conflict).vfs", "msgstore (Case Conflict).db"),
+    ("dropbox-case-2", "{e} (Case Conflict 2).vfs", "msgstore (Case Conflict 2).db"),
+    ("dropbox-selective", "{e} (Selective Sync Conflict).vfs", "msgstore (Selective Sync Conflict).db"),
+    ("nextcloud", "{e} (conflicted copy 2026-12-01 101500).vfs", "msgstore (conflicted copy 2026-12-01 101500).db"),
+    ("nextcloud-user", "{e} (conflicted copy laptop 2026-12-01 101500).vfs",
+     "msgstore (conflicted copy laptop 2026-12-01 101500).db"),
+    ("owncloud-old", "{e}_conflict-20261201-101500.vfs", "msgstore_conflict-20261201-101500.db"),
+    ("icloud", "{e} 2.vfs", "msgstore (conflict 2).db"),
+    ("onedrive", "{e}-LAPTOP-42.vfs", "msgstore (conflict LAPTOP-42).db"),
+    ("rclone-1.58", "{e}.vfs..path1", "msgstore (conflict path1).db"),
+    ("rclone-1.58-path2", "{e}.vfs..path2", "msgstore (conflict path2).db"),
+    ("rclone-1.66-num", "{e}.vfs.conflict1", "msgstore (conflict 1).db"),
+    ("rclone-1.66-num-12", "{e}.vfs.conflict12", "msgstore (conflict 12).db"),
+    ("rclone-1.66-pathname", "{e}.vfs.path2", "msgstore (conflict path2).db"),
+    ("rclone-conflict-of-conflict", "{e}.vfs.path1.path1", "msgstore (conflict path1) (conflict path1).db"),
+    ("rclone-custom-suffix", "{e}.vfs.laptopconflict1", "msgstore (conflict laptopconflict1).db"),
+    ("rclone-dated-suffix", "{e}.vfs.2026-12-01-conflict1", "msgstore (conflict 2026-12-01-conflict1).db"),
+    ("rclone-keep-extension", "{e}.conflict3.vfs", "msgstore (conflict 3).db"),
+    ("syncthing", "{e}.sync-conflict-20261201-101500-MFZWI3D.vfs",
+     "msgstore.sync-conflict-20261201-101500-MFZWI3D.db"),
+    ("seafile", "{e} (SFConflict alice@example.com 2026-12-01-10-15-00).vfs",
+     "msgstore (SFConflict alice@example.com 2026-12-01-10-15-00).db"),
+]
+STEM = "mzxw6ytboi2dk"
+
+
+@pytest.mark.parametrize(("client", "form", "shown"), CLIENT_FORMS, ids=[c for c, _, _ in CLIENT_FORMS])
+def test_each_clients_copy_is_recognised_and_shown_in_its_words(client: str, form: str, shown: str) -> None:
+    for ext, suffix in ((".vfs", ".vfs"), (".vfl", ".vfl"), (".vfx", ".vfx"), (".vxl", ".vxl")):
+        name = form.format(e=STEM).replace(".vfs", suffix)
+        copy = parse_copy(name)
+        assert copy is not None and copy.original == STEM + ext, name
+        assert copy.apply(STEM + ".vfn") == form.format(e=STEM).replace(".vfs", ".vfn")
+    copy = parse_copy(form.format(e=STEM))
+    assert shown_name("msgstore.db", copy.words) == shown
+    recognised = parse_shown_name(shown)
+    assert recognised is not None and recognised.original == "msgstore.db"
+    dirid_copy = form.format(e="vaultfs").replace(".vfs", ".dirid")
+    assert is_dirid_copy(dirid_copy) and parse_copy(dirid_copy).original == "vaultfs.dirid"
+    if copy.original.endswith(".vfs"):
+        assert split_conflict(form.format(e=STEM)) == (STEM + ".vfs", copy.suffix)
+
+
+@pytest.mark.parametrize("name", [
+    "abcdef.vfs", "abcdef.vfs.partial", "abcdef.vfs.tmp", "abcdef.vfs.bak", "abcdef (copy).vfs", "ABC (1).vfs",
+    "abcdef (1).txt", "abcdef.sync-conflict-20261201-101500-abc1234.vfs", "abcdef (1.vfs", "vaultfs.dirid",
+    "vaultfs.dirid.tmp", "vaultfs.conf", "vaultfs.conf.bak", ".syncthing.abcdef.vfs.tmp", "abcdef.vfs~",
+    "abcdef..vfs", " (1).vfs", "abcdef.vfs (1)",
+])
+def test_anything_else_is_not_a_conflict_copy(name: str) -> None:
+    assert parse_copy(name) is None and split_conflict(name) is None and not is_dirid_copy(name)
+
+
+def test_shown_names_are_disambiguated_deterministically_and_fit_255_bytes() -> None:
+    words = parse_copy(f"{STEM} (conflicted copy 2026-12-01 laptop).vfs").words
+    taken = {"msgstore (conflicted copy 2026-12-01 laptop).db", "msgstore (conflicted copy 2026-12-01 laptop) 2.db"}
+    assert shown_name("msgstore.db", words, taken.__contains__) == "msgstore (conflicted copy 2026-12-01 laptop) 3.db"
+    assert parse_shown_name("msgstore (conflicted copy 2026-12-01 laptop) 3.db").original == "msgstore.db"
+    assert shown_name(".bashrc", " (conflict 1)") == ".bashrc (conflict 1)"
+    assert shown_name("Makefile", " (conflict 1)") == "Makefile (conflict 1)"
+    assert shown_name("archive.tar.gz", " (conflict 1)") == "archive.tar (conflict 1).gz"
+    long_name = "é" * 120 + ".jpg"  # 244 bytes
+    fitted = shown_name(long_name, words)
+    assert len(fitted.encode("utf-8", "surrogateescape")) <= 255 and fitted.endswith(words + ".jpg")
+    raw = b"\xff\xfe" * 120 + b".db"
+    odd = shown_name(raw.decode("utf-8", "surrogateescape"), " (conflict 1)")
+    assert len(odd.encode("utf-8", "surrogateescape")) <= 255
+
+
+@pytest.mark.parametrize("name", ["report (1).pdf", "photo 2.jpg", "notes-LAPTOP.txt", "a.path1", "plain.txt",
+                                  "conflict.txt", "msgstore.db.path1"])
+def test_ordinary_names_are_not_shown_conflicts(name: str) -> None:
+    assert parse_shown_name(name) is None

@@ -11,200 +11,46 @@ Negative tests check that every kind of damage raises, never returns wrong data.
 
 from __future__ import annotations
 
-import base64
 import hashlib
-import hmac
 import json
 import os
-import shutil
 import stat
 import subprocess
 import sys
 import unicodedata
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from cryptography.hazmat.primitives import hashes
-from cryptography.hazmat.primitives.ciphers.aead import AESGCM, AESSIV
-from cryptography.hazmat.primitives.kdf.hkdf import HKDF as CryptographyHKDF
+from cryptography.hazmat.primitives.ciphers.aead import AESSIV
 
+from tests import format_walk
 from tests import independent_decrypter as idec
-from tests.conftest import read_file
+from tests.spec_writer import (
+    WKeys,
+    backing_path,
+    copy_vault,
+    summary,
+    w_b32,
+    w_file,
+    w_hkdf,
+    w_mac,
+    w_pad16,
+    w_recovery_key,
+    w_seal,
+    write_config,
+    write_vault,
+)
+from vaultfs.format import keyfile
+from vaultfs.format.dirids import DirIds
 from vaultfs.format.keyfile import KdfParams
+from vaultfs.tools import upgrade
 from vaultfs.vault import Vault, init_vault
 
 REPO = Path(__file__).resolve().parent.parent
 VECTORS = REPO / "tests" / "vectors"
 DECRYPTER = REPO / "tests" / "independent_decrypter.py"
-CHEAP = (1024, 1, 1)
 B = 4096
-
-
-# ---- a spec-following encryptor (cryptography package, not pycryptodome) ----------------------
-
-
-def w_hkdf(ikm: bytes, salt: bytes | None, info: bytes, length: int) -> bytes:
-    return CryptographyHKDF(algorithm=hashes.SHA256(), length=length, salt=salt if salt else b"\x00" * 32,
-                            info=info).derive(ikm)
-
-
-@dataclass
-class WKeys:
-    mk: bytes
-
-    def __post_init__(self) -> None:
-        d = self.mk
-        self.vault_id = w_hkdf(d, None, b"vaultfs/v1/vault-id", 16)
-        self.root_id = w_hkdf(d, None, b"vaultfs/v1/root-dir-id", 16)
-        self.kc = w_hkdf(d, None, b"vaultfs/v1/content-key", 32)
-        self.kn = w_hkdf(d, None, b"vaultfs/v1/name-key", 64)
-        self.kd = w_hkdf(d, None, b"vaultfs/v1/dir-id-key", 32)
-        self.km = w_hkdf(d, None, b"vaultfs/v1/config-mac-key", 32)
-
-
-def w_seal(key: bytes, plain: bytes, aad: bytes) -> bytes:
-    nonce = os.urandom(12)
-    return nonce + AESGCM(key).encrypt(nonce, plain, aad)
-
-
-def w_pad16(x: bytes) -> bytes:
-    k = 16 - len(x) % 16
-    return x + bytes([k]) * k
-
-
-def w_b32(raw: bytes) -> str:
-    return base64.b32encode(raw).decode("ascii").rstrip("=").lower()
-
-
-def w_name(kn: bytes, dir_id: bytes, name: str) -> tuple[str, str | None]:
-    """Backing entry name and, for a long name, the sidecar text (§6)."""
-    n = unicodedata.normalize("NFC", name).encode("utf-8", "surrogateescape")
-    e = w_b32(AESSIV(kn).encrypt(w_pad16(n), [dir_id]))
-    if len(e) + 4 <= 220:
-        return e + ".vfs", None
-    return w_b32(hashlib.sha256(e.encode("ascii")).digest()) + ".vfl", e
-
-
-def w_symlink(kn: bytes, target: str) -> str:
-    return w_b32(AESSIV(kn).encrypt(w_pad16(target.encode("utf-8", "surrogateescape")), [b"vaultfs/v1/symlink"]))
-
-
-def w_file(kc: bytes, data: bytes, torn: bool = False) -> bytes:
-    """§8: header ‖ blocks; ``torn`` leaves the final block marked not-last, as a crash mid-append would."""
-    file_id = os.urandom(32)
-    header = b"VFS1\x01\x0c\x00\x00" + file_id
-    kf = w_hkdf(kc, file_id, b"vaultfs/v1/file-key", 32)
-    n = max(1, -(-len(data) // B))
-    out = bytearray(header)
-    for i in range(n):
-        last = i == n - 1 and not torn
-        out += w_seal(kf, data[i * B:(i + 1) * B], header + i.to_bytes(8, "big") + (b"\x01" if last else b"\x00"))
-    return bytes(out)
-
-
-def w_canon(v: object) -> bytes:
-    return json.dumps(v, sort_keys=True, separators=(",", ":"), ensure_ascii=True).encode("ascii")
-
-
-def w_slot(keys: WKeys, slot_id: int, password: str, kdf: tuple[int, int, int]) -> dict[str, object]:
-    from argon2.low_level import Type, hash_secret_raw
-
-    m, t, p = kdf
-    salt = os.urandom(32)
-    kdf_obj = {"algorithm": "argon2id", "memory_kib": m, "time_cost": t, "parallelism": p, "salt": salt.hex()}
-    kek = hash_secret_raw(unicodedata.normalize("NFC", password).encode("utf-8"), salt, time_cost=t,
-                          memory_cost=m, parallelism=p, hash_len=32, type=Type.ID, version=19)
-    wrapped = w_seal(kek, keys.mk, keys.vault_id + slot_id.to_bytes(4, "big") + w_canon(kdf_obj))
-    return {"id": slot_id, "type": "password", "kdf": kdf_obj, "wrapped_key": wrapped.hex()}
-
-
-def w_mac(keys: WKeys, conf: dict[str, object]) -> dict[str, object]:
-    """Return ``conf`` with a fresh MAC (used after deliberate edits, to get past the MAC check)."""
-    body = {k: v for k, v in conf.items() if k != "mac"}
-    return {**body, "mac": hmac.new(keys.km, w_canon(body), hashlib.sha256).hexdigest()}
-
-
-def w_config(keys: WKeys, password: str, kdf: tuple[int, int, int] = CHEAP) -> dict[str, object]:
-    conf = {"format": "vaultfs", "version": 1, "vault_id": keys.vault_id.hex(),
-            "cipher_suite": "AES-256-GCM+AES-SIV-512+HKDF-SHA256", "block_size": 4096,
-            "name_encoding": "AES-SIV+base32", "slots": [w_slot(keys, 1, password, kdf)]}
-    return w_mac(keys, conf)
-
-
-def w_recovery_key(mk: bytes) -> str:
-    """§3, written independently of the decoder: 272 bits + 3 zero bits → 55 Crockford symbols."""
-    bits = int.from_bytes(mk + hashlib.sha256(b"vaultfs/v1/recovery-key" + mk).digest()[:2], "big") << 3
-    symbols = "".join(idec.CROCKFORD[(bits >> (5 * (54 - i))) & 31] for i in range(55))
-    return "-".join(symbols[i:i + 5] for i in range(0, 55, 5))
-
-
-def write_config(backing: Path, conf: dict[str, object]) -> None:
-    (backing / "vaultfs.conf").write_text(json.dumps(conf, indent=2), encoding="utf-8")
-
-
-def write_vault(backing: Path, tree: dict[str, idec.Entry], password: str, kdf: tuple[int, int, int] = CHEAP,
-                torn: frozenset[str] = frozenset()) -> WKeys:
-    """Write a whole vault per the spec from a plaintext tree (parents must precede children)."""
-    keys = WKeys(os.urandom(32))
-    backing.mkdir(parents=True)
-    write_config(backing, w_config(keys, password, kdf))
-    (backing / "vaultfs.dirid").write_bytes(w_seal(keys.kd, keys.root_id, b"vaultfs/v1/dir-id"))
-    dirs: dict[str, tuple[Path, bytes]] = {"": (backing, keys.root_id)}
-    for path in sorted(tree, key=lambda p: p.count("/")):
-        entry = tree[path]
-        parent, _, name = path.rpartition("/")
-        where, dir_id = dirs[parent]
-        bname, sidecar = w_name(keys.kn, dir_id, name)
-        if sidecar is not None:
-            (where / (bname[:-4] + ".vfn")).write_text(sidecar, encoding="ascii")
-        target = where / bname
-        if entry.kind == "dir":
-            target.mkdir()
-            new_id = os.urandom(16)
-            (target / "vaultfs.dirid").write_bytes(w_seal(keys.kd, new_id, b"vaultfs/v1/dir-id"))
-            dirs[path] = (target, new_id)
-        elif entry.kind == "file":
-            assert entry.content is not None
-            target.write_bytes(w_file(keys.kc, entry.content, torn=path in torn))
-        elif entry.kind == "symlink":
-            assert entry.target is not None
-            os.symlink(w_symlink(keys.kn, entry.target), target)
-        elif entry.kind == "fifo":
-            os.mkfifo(target)
-        else:
-            raise AssertionError(entry.kind)
-    return keys
-
-
-def copy_vault(src: Path, dst: Path) -> Path:
-    """copytree that keeps symlinks as symlinks and recreates FIFOs (shutil refuses to copy them)."""
-
-    def copy(s: str, d: str) -> None:
-        if stat.S_ISFIFO(os.lstat(s).st_mode):
-            os.mkfifo(d, stat.S_IMODE(os.lstat(s).st_mode))
-        else:
-            shutil.copy2(s, d)
-
-    shutil.copytree(src, dst, symlinks=True, copy_function=copy)
-    return dst
-
-
-def summary(tree: dict[str, idec.Entry]) -> dict[str, tuple[str, bytes | None, str | None]]:
-    """What a comparison should look at: kind, content, target (modes are the backing's, unencrypted)."""
-    return {p: (e.kind, e.content, e.target) for p, e in tree.items()}
-
-
-def backing_path(backing: Path, keys: WKeys | idec.Keys, path: str) -> Path:
-    """Locate a plaintext path's backing entry using the encryptor's name function."""
-    kn = keys.kn if isinstance(keys, WKeys) else keys.name
-    where = backing
-    for name in path.strip("/").split("/"):
-        dir_id = idec.gcm_open(keys.kd if isinstance(keys, WKeys) else keys.dir_id,
-                               (where / "vaultfs.dirid").read_bytes(), b"vaultfs/v1/dir-id", "dirid")
-        where = where / w_name(kn, dir_id, name)[0]
-    return where
 
 
 # ---- synthetic vaults: the decrypter's pieces --------------------------------------------------
@@ -269,31 +115,19 @@ def test_keys_match_an_independent_hkdf(synth: tuple[Path, WKeys]) -> None:
     assert keys.file_key(file_id) == w_hkdf(w.kc, file_id, b"vaultfs/v1/file-key", 32)
 
 
-def test_vaultfs_reads_a_vault_written_from_the_spec(synth: tuple[Path, WKeys], tmp_path: Path) -> None:
-    """Writer-side interop: vaultfs must read what the spec (as this module's encryptor reads it) says."""
-    backing = tmp_path / "v"
-    copy_vault(synth[0], backing)
-    vault = Vault.unlock(str(backing), PASSWORD)
-    try:
-        seen: dict[str, idec.Entry] = {}
+def test_vaultfs_upgrades_and_reads_a_vault_written_from_the_spec(synth_copy: tuple[Path, WKeys]) -> None:
+    """Writer-side interop: vaultfs must upgrade and read what the spec (as this suite's encryptor reads it)
+    says a version-1 vault is; the independent decrypter then agrees with vaultfs on the result."""
+    backing, _ = synth_copy
+    upgrade_in_process(backing, PASSWORD)
+    keys = format_walk.unlock(backing, PASSWORD)
+    assert summary(format_walk.walk_v2(backing, keys)) == summary(SYNTH_TREE)
+    assert summary(idec.open_vault(backing, password=PASSWORD).walk()) == summary(SYNTH_TREE)
 
-        def walk(path: str) -> None:
-            for name, attr in vault.listdir(path):
-                child = path.rstrip("/") + "/" + name
-                if stat.S_ISDIR(attr.st_mode):
-                    seen[child] = idec.Entry("dir")
-                    walk(child)
-                elif stat.S_ISLNK(attr.st_mode):
-                    seen[child] = idec.Entry("symlink", target=vault.readlink(child))
-                elif stat.S_ISFIFO(attr.st_mode):
-                    seen[child] = idec.Entry("fifo")
-                else:
-                    seen[child] = idec.Entry("file", content=read_file(vault, child))
 
-        walk("/")
-    finally:
-        vault.close()
-    assert summary(seen) == summary(SYNTH_TREE)
+def upgrade_in_process(backing: Path, password: str) -> None:
+    config = keyfile.load_config(str(backing), allow_v1=True)
+    upgrade.upgrade(str(backing), keyfile.unwrap(config, password), config)
 
 
 def test_recovery_key_decoding_accepts_what_the_spec_allows() -> None:
@@ -402,7 +236,7 @@ CONFIG_DAMAGE = [
     ("slots", [], idec.ConfigError),
     ("block_size", 8192, idec.ConfigError),
     ("cipher_suite", "AES-128", idec.ConfigError),
-    ("version", 2, idec.UnsupportedFormat),
+    ("version", 3, idec.UnsupportedFormat),
     ("version", "1", idec.ConfigError),
     ("format", "other", idec.ConfigError),
 ]
@@ -750,12 +584,16 @@ def test_vector_config_mac_and_version(vector_copy: Path) -> None:
     conf_path.write_text(json.dumps({**conf, "mac": "00" * 32}))
     with pytest.raises(idec.IntegrityError, match="MAC"):
         _vector_vault(vector_copy)
-    conf_path.write_text(json.dumps({**conf, "version": 2}))
+    conf_path.write_text(json.dumps({**conf, "version": 3}))
     with pytest.raises(idec.UnsupportedFormat):
         _vector_vault(vector_copy)
 
 
 # ---- (b) a fresh vault written by vaultfs --------------------------------------------------------
+# The Vault still writes the version-1 layout (VFS1 files, v1 directory IDs, backing symlinks and
+# FIFOs) until it is switched to version 2; the fixture labels its config version 1 so that this is
+# the version-1 vault it is, reads it as such, and then upgrades it.  Names are all NFC here: the Vault
+# already keeps names as exact bytes, which version 1 did not (NFD names are tested with version 2).
 
 FRESH_PASSWORD = "fresh pässwörd"
 LONG_NAME = "ü" * 95 + "long-name"  # 199 bytes
@@ -776,7 +614,7 @@ def fresh_expected() -> dict[str, idec.Entry]:
         "/Ünïcödé dïr/nested/deeper/" + LONG_NAME: b"long name contents",
         "/Ünïcödé dïr/nested/" + "n" * 111: b"111",
         "/Ünïcödé dïr/nested/" + "n" * 112: b"112",
-        "/café": b"NFD in, NFC on disk",
+        "/café": b"an NFC name",
         "/appended": APPENDED,
         "/truncated": TRUNC_SRC[:5000],
         "/zeroed": b"",
@@ -820,7 +658,7 @@ def fresh(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
         _write(v, "/Ünïcödé dïr/nested/deeper/" + LONG_NAME, [(0, b"long name contents")])
         _write(v, "/Ünïcödé dïr/nested/" + "n" * 111, [(0, b"111")])
         _write(v, "/Ünïcödé dïr/nested/" + "n" * 112, [(0, b"112")])
-        _write(v, unicodedata.normalize("NFD", "/café"), [(0, b"NFD in, NFC on disk")])
+        _write(v, "/café", [(0, b"an NFC name")])
         _write(v, "/appended", [(0, APPENDED[:100]), (100, APPENDED[100:4100]), (4100, APPENDED[4100:])])
         _write(v, "/truncated", [(0, TRUNC_SRC)])
         v.truncate("/truncated", 5000)
@@ -837,7 +675,28 @@ def fresh(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
         v.mknod("/fifo", stat.S_IFIFO | 0o644)
     finally:
         v.close()
+    label_as_version_1(backing, FRESH_PASSWORD)
     return backing, recovery_key
+
+
+def label_as_version_1(backing: Path, password: str) -> None:
+    """Re-sign the config with version 1 (what the Vault's layout still is), keeping its slots, and give
+    the root the v1 record (the v1 Vault writes the root's in the v2 form, see format.dirids.DirIds)."""
+    keys, config = keyfile.unlock(str(backing), password)
+    relabelled = keyfile.Config(config.vault_id, config.slots, config.block_size, 1).signed(keys)
+    keyfile.write_config(str(backing), relabelled)
+    (backing / "vaultfs.dirid").write_bytes(DirIds(keys).seal(keys.root_dir_id))
+
+
+def test_fresh_vaultfs_vault_upgrades_and_both_readers_agree(fresh: tuple[Path, str], tmp_path: Path) -> None:
+    backing = copy_vault(fresh[0], tmp_path / "v")
+    upgrade_in_process(backing, FRESH_PASSWORD)
+    expected = summary(fresh_expected())
+    assert summary(idec.open_vault(backing, password=FRESH_PASSWORD).walk()) == expected
+    assert summary(idec.open_vault(backing, recovery_key=fresh[1]).walk()) == expected
+    assert summary(format_walk.walk_v2(backing, format_walk.unlock(backing, FRESH_PASSWORD))) == expected
+    leftovers = [p for p in backing.rglob("*") if not (p.is_file() or p.is_dir()) or p.is_symlink()]
+    assert leftovers == [], "only regular files and directories remain"
 
 
 def test_fresh_vaultfs_vault_decrypts_with_password(fresh: tuple[Path, str]) -> None:

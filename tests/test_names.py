@@ -9,7 +9,7 @@ import unicodedata
 import pytest
 
 from tests.conftest import VaultDir, read_file, write_file
-from vaultfs.format.names import MAX_BACKING_NAME, NameCipher, b32decode, pad16, unpad16
+from vaultfs.format.names import MAX_BACKING_NAME, EntryName, NameCipher, b32decode, pad16, parse_entry, unpad16
 from vaultfs.vault import Vault
 
 KEY = bytes(range(64))
@@ -48,10 +48,49 @@ def test_name_too_long_and_invalid_names() -> None:
             names.encrypt(bad, bytes(16))
 
 
-def test_names_are_normalised_to_nfc() -> None:
+def test_names_are_exact_bytes_without_normalisation() -> None:
+    """Format v2: an NFD name (rsync from a Mac) is another name than its NFC form, and stays NFD."""
     names = NameCipher(KEY)
-    nfd = unicodedata.normalize("NFD", "café")
-    assert names.encrypt(nfd, bytes(16)) == names.encrypt("café", bytes(16))
+    nfd, nfc = unicodedata.normalize("NFD", "Résumé café.docx"), unicodedata.normalize("NFC", "Résumé café.docx")
+    assert nfd != nfc
+    encrypted_nfd, encrypted_nfc = names.encrypt(nfd, bytes(16)), names.encrypt(nfc, bytes(16))
+    assert encrypted_nfd != encrypted_nfc
+    assert names.decrypt_encoded(encrypted_nfd.encoded, bytes(16)) == nfd
+    assert names.decrypt_encoded(encrypted_nfc.encoded, bytes(16)) == nfc
+
+
+def test_any_bytes_but_slash_and_nul_are_a_name() -> None:
+    names = NameCipher(KEY)
+    for raw in (b"\xff\xfe not utf-8", b"\x01\x02\x7f", "ü".encode("latin-1"), b"a\\b", b"..."):
+        name = raw.decode("utf-8", "surrogateescape")
+        encrypted = names.encrypt(name, bytes(16))
+        assert names.decrypt_encoded(encrypted.encoded, bytes(16)).encode("utf-8", "surrogateescape") == raw
+    with pytest.raises(OSError) as info:
+        names.encrypt("\ud800", bytes(16))  # not a surrogateescape character: no bytes stand behind it
+    assert info.value.errno == errno.EINVAL
+
+
+def test_a_255_byte_name_that_nfc_would_grow_is_accepted() -> None:
+    """U+0958 (3 bytes) has an NFC form of 6 bytes; v1 refused 85 of them, v2 stores them as given."""
+    names = NameCipher(KEY)
+    name = "\u0958" * 85
+    assert len(name.encode()) == 255 and len(unicodedata.normalize("NFC", name).encode()) > 255
+    encrypted = names.encrypt(name, bytes(16))
+    assert encrypted.sidecar is not None and names.decrypt_encoded(encrypted.encoded, bytes(16)) == name
+
+
+def test_special_entries_get_their_own_suffix_and_parse_entry_reads_the_form() -> None:
+    names = NameCipher(KEY)
+    short, special = names.encrypt("link", bytes(16)), names.encrypt("link", bytes(16), special=True)
+    assert short.entry.endswith(".vfs") and special.entry.endswith(".vfx")
+    assert short.encoded == special.encoded
+    long_special = names.encrypt("l" * 200, bytes(16), special=True)
+    assert long_special.entry.endswith(".vxl") and long_special.sidecar.endswith(".vfn")
+    assert parse_entry(short.entry) == EntryName(short.encoded, False, False)
+    assert parse_entry(special.entry) == EntryName(special.encoded, False, True)
+    assert parse_entry(long_special.entry) == EntryName(long_special.entry[:-4], True, True)
+    for bad in ("x.txt", "ABC.vfs", ".vfs", "a" * 51 + ".vfl", "abc.vfs.path1", "vaultfs.dirid", "a" * 217 + ".vfs"):
+        assert parse_entry(bad) is None, bad
 
 
 def test_base32_and_padding_are_canonical() -> None:

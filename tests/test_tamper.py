@@ -164,7 +164,7 @@ def test_flipping_any_byte_of_the_config_is_detected(vault_dir: VaultDir) -> Non
     ("field", "value", "error"),
     [
         ("block_size", 8192, UnsupportedFormat),
-        ("version", 2, UnsupportedFormat),
+        ("version", 3, UnsupportedFormat),
         ("cipher_suite", "AES-128-CTR", UnsupportedFormat),
         ("extra", 1, ConfigDamaged),
         ("vault_id", "00" * 16, WrongPassword),

@@ -103,9 +103,10 @@ def cmd_init(args: argparse.Namespace) -> int:
 
 def cmd_info(args: argparse.Namespace) -> int:
     backing_dir = os.path.abspath(args.backing)
-    config = keyfile.load_config(backing_dir)
+    config = keyfile.load_config(backing_dir, allow_v1=True)
     print(f"vault:         {backing_dir}")
-    print(f"format:        vaultfs version {config.version}")
+    print(f"format:        vaultfs version {config.version}"
+          + (" (run `vaultfs upgrade` to convert it)" if config.version != keyfile.FORMAT_VERSION else ""))
     print(f"cipher suite:  {config.cipher_suite}")
     print(f"block size:    {config.block_size} bytes")
     print(f"names:         {config.name_encoding}")
@@ -135,7 +136,7 @@ def cmd_recover(args: argparse.Namespace) -> int:
     backing_dir = os.path.abspath(args.backing)
     keyfile.check_backing_dir(backing_dir)
     if not args.rebuild_config:
-        keyfile.load_config(backing_dir)
+        keyfile.load_config(backing_dir, allow_v1=True)
     typed = read_secret(args.recovery_key_file, "Recovery key: ", "recovery key")
     keys = VaultKeys.derive(recovery.decode(typed))
     keyfile.check_recovery_key(backing_dir, keys, rebuild=args.rebuild_config)  # before asking for a password
@@ -266,6 +267,31 @@ def cmd_fsck(args: argparse.Namespace) -> int:
     if remaining:
         raise ProblemsFound(f"{len(remaining)} problem(s) remain" + ("" if args.repair else
                             "; `vaultfs fsck --repair` fixes the safe ones"))
+    return 0
+
+
+def cmd_upgrade(args: argparse.Namespace) -> int:
+    from vaultfs.errors import PartialFailure
+    from vaultfs.tools import upgrade
+    from vaultfs.tools.progress import Progress
+
+    backing_dir = os.path.abspath(args.backing)
+    config = keyfile.load_config(backing_dir, allow_v1=True)
+    if config.version == keyfile.FORMAT_VERSION:
+        print(f"{backing_dir} already has format version {config.version}; nothing to do.")
+        return 0
+    keys = keyfile.unwrap(config, read_password(args.passfile))
+    with Progress("upgrade", upgrade.planned_bytes(backing_dir) if sys.stderr.isatty() else None) as progress:
+        report = upgrade.upgrade(backing_dir, keys, config, on_bytes=progress.add_bytes, on_problem=progress.write)
+    print(f"upgraded {backing_dir} to format version {keyfile.FORMAT_VERSION}: {report.directories} directories "
+          f"({report.dirids_rebound} directory ID files rebound), {report.files_converted} files "
+          f"({report.bytes_converted} bytes) and {report.specials_converted} symlinks/FIFOs/sockets converted")
+    for label in report.multi_id:
+        print(f"note: {label} has more than one directory ID (two devices created it, or a copied "
+              "vaultfs.dirid); `vaultfs fsck` lists them", file=sys.stderr)
+    if report.left:
+        raise PartialFailure(f"{len(report.left)} damaged entr{'y' if len(report.left) == 1 else 'ies'} could "
+                             "not be converted and stayed as they were: " + "; ".join(report.left[:5]))
     return 0
 
 
@@ -416,6 +442,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--accept-truncated", action="store_true",
                    help="with --repair: accept a file whose last block is not marked last (a crash during an "
                         "append, or a file cut at a block boundary) at its shorter length; what followed is lost")
+
+    _verb(sub, "upgrade", cmd_upgrade, "convert a format-version-1 vault to version 2, in place",
+          "Convert a vault of format version 1 to version 2 in place: directory IDs bound to their place, "
+          "symlinks and FIFOs stored as files, sparse-capable contents. Safe to interrupt and run again; "
+          "the version in vaultfs.conf changes last.")
 
     p = _verb(sub, "mount", cmd_mount, "unlock the vault and mount its plaintext view",
               "Ask for the password (three tries on a terminal), mount BACKING at MOUNTPOINT and return "

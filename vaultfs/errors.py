@@ -69,6 +69,12 @@ class UnsupportedFormat(VaultError):
     exit_code = 7
 
 
+class NeedsUpgrade(UnsupportedFormat):
+    """this vault has format version 1 and must be converted to version 2 first"""
+
+    exit_code = 20
+
+
 class VaultIOError(VaultError):
     """I/O error"""
 

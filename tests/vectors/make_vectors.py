@@ -3,6 +3,8 @@
 Run once per format version (``python tests/vectors/make_vectors.py``); the output is
 committed and must keep decrypting forever (tests/test_vectors.py), so this script is
 not run by the suite.  Contents are deterministic; ciphertext is not (random nonces).
+It wrote format version 1 with the version-1 Vault and is kept as the record of how
+``v1/`` was made; the version-2 vectors are written by the version-2 Vault.
 """
 
 from __future__ import annotations

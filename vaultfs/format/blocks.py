@@ -1,8 +1,10 @@
-"""Pure plaintext <-> ciphertext offset and size arithmetic of format v1 (no I/O, no crypto).
+"""Pure plaintext <-> ciphertext offset and size arithmetic, and block AADs (no I/O, no crypto).
 
 A file is a 40-byte header followed by blocks; each stored block is
 nonce(12) ‖ ciphertext(≤ block_size) ‖ tag(16), and every file has at least one
-block (the last one, possibly empty).  See docs/format.md "File contents".
+block (the last one, possibly empty).  The sizes are the same in formats v1 and v2; the
+block AAD differs (v2 adds the start of the run of holes before the block).  See
+docs/format.md "File contents".
 """
 
 from __future__ import annotations
@@ -54,17 +56,39 @@ def block_plain_length(index: int, plain_size_: int, block_size: int = DEFAULT_B
 
 
 def block_aad(header: bytes, index: int, is_last: bool) -> bytes:
-    """AAD of a block: header ‖ u64 big-endian block index ‖ is_last byte."""
+    """v1 AAD of a block: header ‖ u64 big-endian block index ‖ is_last byte."""
     return header + index.to_bytes(8, "big") + (b"\x01" if is_last else b"\x00")
 
 
 _INDEX_FLAG = struct.Struct(">QB")
+_INDEX_FLAG_RUN = struct.Struct(">QBQ")
 
 
 def block_aads(header: bytes, first: int, last: int, final: int) -> list[bytes]:
-    """AADs of blocks first..last (inclusive) of a file whose last block is ``final``."""
+    """v1 AADs of blocks first..last (inclusive) of a file whose last block is ``final``."""
     pack = _INDEX_FLAG.pack
     return [header + pack(i, i == final) for i in range(first, last + 1)]
+
+
+def block_aad_v2(header_aad: bytes, index: int, is_last: bool, run_start: int) -> bytes:
+    """v2 AAD: header (flags zeroed) ‖ u64be(index) ‖ is_last ‖ u64be(run_start).
+
+    ``run_start`` is the index of the first block of the run of holes right before this
+    block, or the block's own index when the block before it holds data (or it is block 0).
+    """
+    if not 0 <= run_start <= index:
+        raise ValueError("run_start must be between 0 and the block index")
+    return header_aad + _INDEX_FLAG_RUN.pack(index, is_last, run_start)
+
+
+def block_aads_v2(header_aad: bytes, first: int, last: int, final: int,
+                  first_run_start: int | None = None) -> list[bytes]:
+    """v2 AADs of the consecutive data blocks first..last; only ``first`` may follow holes."""
+    pack = _INDEX_FLAG_RUN.pack
+    aads = [header_aad + pack(i, i == final, i) for i in range(first, last + 1)]
+    if first_run_start is not None and first_run_start != first:
+        aads[0] = block_aad_v2(header_aad, first, first == final, first_run_start)
+    return aads
 
 
 def range_lengths(first: int, last: int, end: int, block_size: int = DEFAULT_BLOCK_SIZE) -> list[int]:

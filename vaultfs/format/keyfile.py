@@ -19,7 +19,7 @@ import unicodedata
 from dataclasses import dataclass, field
 
 from vaultfs import backing, crypto
-from vaultfs.errors import ConfigDamaged, NotAVault, UnsupportedFormat, VaultIOError, WrongPassword
+from vaultfs.errors import ConfigDamaged, NeedsUpgrade, NotAVault, UnsupportedFormat, VaultIOError, WrongPassword
 from vaultfs.format.keys import VaultKeys
 
 log = logging.getLogger(__name__)
@@ -27,7 +27,8 @@ log = logging.getLogger(__name__)
 CONFIG_NAME = "vaultfs.conf"
 LEGACY_BACKUP_NAME = "vaultfs.conf.bak"  # older versions kept the previous config here: removed on write
 FORMAT_NAME = "vaultfs"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
+UPGRADABLE_VERSION = 1  # read only by `vaultfs upgrade` (and `recover`, which keeps the version)
 CIPHER_SUITE = "AES-256-GCM+AES-SIV-512+HKDF-SHA256"
 NAME_ENCODING = "AES-SIV+base32"
 BLOCK_SIZE = 4096
@@ -209,11 +210,13 @@ def _shown(value: object) -> str:
     return text if len(text) <= 40 else text[:37] + "..."
 
 
-def parse_config(raw: bytes) -> Config:
-    """Parse vaultfs.conf strictly; raise ConfigDamaged / UnsupportedFormat.
+def parse_config(raw: bytes, allow_v1: bool = False) -> Config:
+    """Parse vaultfs.conf strictly; raise ConfigDamaged / UnsupportedFormat / NeedsUpgrade.
 
     Every count and cost is checked here, before any KDF runs: nothing in the file is
-    authenticated until a slot has been opened.
+    authenticated until a slot has been opened.  Version 1 is accepted only with
+    ``allow_v1`` (upgrade, recover); otherwise it is ``NeedsUpgrade``, whose message says
+    what to run.
     """
     try:
         document = json.loads(raw.decode("utf-8"), object_pairs_hook=_unique_members)
@@ -224,7 +227,9 @@ def parse_config(raw: bytes) -> Config:
     if not isinstance(document, dict) or document.get("format") != FORMAT_NAME:
         raise ConfigDamaged("not a vaultfs config")
     version = document.get("version")
-    if type(version) is not int or version != FORMAT_VERSION:
+    if type(version) is int and version == UPGRADABLE_VERSION and not allow_v1:
+        raise NeedsUpgrade()
+    if type(version) is not int or version not in (FORMAT_VERSION, UPGRADABLE_VERSION):
         raise UnsupportedFormat(f"version {_shown(version)}; this vaultfs reads version {FORMAT_VERSION}")
     _expect_keys(document, {"format", "version", "vault_id", "cipher_suite", "block_size", "name_encoding",
                             "slots", "mac"}, "the config")
@@ -261,7 +266,7 @@ def parse_config(raw: bytes) -> Config:
                           _hex(entry["wrapped_key"], WRAPPED_KEY_SIZE, "wrapped_key")))
     if len({slot.slot_id for slot in slots}) != len(slots):
         raise ConfigDamaged("duplicate slot ids")
-    return Config(vault_id=_hex(document["vault_id"], 16, "vault_id"), slots=tuple(slots),
+    return Config(vault_id=_hex(document["vault_id"], 16, "vault_id"), slots=tuple(slots), version=version,
                   mac=_hex(document["mac"], 32, "mac"))
 
 
@@ -322,7 +327,7 @@ def check_backing_dir(backing_dir: str) -> None:
         raise NotAVault(f"{backing_dir} is not a directory")
 
 
-def load_config(backing_dir: str) -> Config:
+def load_config(backing_dir: str, allow_v1: bool = False) -> Config:
     """Read and strictly parse the config (a FIFO, socket or directory in its place is damage)."""
     check_backing_dir(backing_dir)
     path = config_path(backing_dir)
@@ -337,7 +342,10 @@ def load_config(backing_dir: str) -> Config:
         raise ConfigDamaged(f"{path} is {exc.kind}, not a regular file") from None
     except OSError as exc:
         raise VaultIOError(f"{path}: {exc.strerror}") from None
-    return parse_config(raw)
+    try:
+        return parse_config(raw, allow_v1)
+    except NeedsUpgrade:
+        raise NeedsUpgrade(f"run `vaultfs upgrade {backing_dir}` (in place; safe to interrupt and rerun)") from None
 
 
 def write_config(backing_dir: str, config: Config) -> None:
@@ -359,12 +367,12 @@ def write_config(backing_dir: str, config: Config) -> None:
         raise VaultIOError(f"writing {config_path(backing_dir)}: {exc.strerror}") from None
 
 
-def new_config(keys: VaultKeys, password: str, kdf: KdfParams) -> Config:
-    return Config(vault_id=keys.vault_id, slots=(make_slot(keys, password, kdf),)).signed(keys)
+def new_config(keys: VaultKeys, password: str, kdf: KdfParams, version: int = FORMAT_VERSION) -> Config:
+    return Config(vault_id=keys.vault_id, slots=(make_slot(keys, password, kdf),), version=version).signed(keys)
 
 
-def unlock(backing_dir: str, password: str) -> tuple[VaultKeys, Config]:
-    config = load_config(backing_dir)
+def unlock(backing_dir: str, password: str, allow_v1: bool = False) -> tuple[VaultKeys, Config]:
+    config = load_config(backing_dir, allow_v1)
     return unwrap(config, password), config
 
 
@@ -374,34 +382,32 @@ def change_password(backing_dir: str, old_password: str, new_password: str, kdf:
     write_config(backing_dir, new_config(keys, new_password, kdf))
 
 
-def check_recovery_key(backing_dir: str, keys: VaultKeys, rebuild: bool) -> None:
+def check_recovery_key(backing_dir: str, keys: VaultKeys, rebuild: bool) -> int:
     """Prove that the master key (from the recovery key) belongs to this vault, before any prompt.
 
     With ``rebuild`` the proof is the root's sealed directory ID (the config may be
-    gone); otherwise the config's vault ID and MAC.
+    gone); otherwise the config's vault ID and MAC.  Returns the vault's format version,
+    which the new config keeps (a version-1 vault stays one until `vaultfs upgrade`).
     """
-    from vaultfs.errors import IntegrityError, WrongRecoveryKey
-    from vaultfs.format.dirids import DirIds  # dirids sits beside keyfile; imported here to keep keyfile standalone
+    from vaultfs.errors import WrongRecoveryKey
+    from vaultfs.format.dirids import root_version  # dirids sits beside keyfile; imported here to keep it standalone
 
     check_backing_dir(backing_dir)
     if rebuild:
-        try:
-            root_id = DirIds(keys).read(backing_dir, "/")
-        except IntegrityError:
-            raise WrongRecoveryKey("it does not open this vault's root directory ID") from None
-        if root_id != keys.root_dir_id:
-            raise WrongRecoveryKey()
+        version = root_version(keys, backing_dir)  # WrongRecoveryKey unless the root's ID opens with this key
     else:
-        config = load_config(backing_dir)
+        config = load_config(backing_dir, allow_v1=True)  # a v1 vault keeps its version: upgrade needs the password
+        version = config.version
         if not crypto.constant_time_equal(config.vault_id, keys.vault_id):
             raise WrongRecoveryKey()
         try:
             config.verify(keys)
         except ConfigDamaged as exc:
             raise ConfigDamaged(f"{exc.detail}; rerun with --rebuild-config to write a new one") from None
+    return version
 
 
 def recover(backing_dir: str, keys: VaultKeys, new_password: str, kdf: KdfParams, rebuild: bool) -> None:
     """Set a new password with the master key (from the recovery key); ``rebuild``: config written anew."""
-    check_recovery_key(backing_dir, keys, rebuild)
-    write_config(backing_dir, new_config(keys, new_password, kdf))
+    version = check_recovery_key(backing_dir, keys, rebuild)
+    write_config(backing_dir, new_config(keys, new_password, kdf, version))

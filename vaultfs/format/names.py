@@ -1,17 +1,23 @@
-"""Plaintext name <-> backing name within one directory (docs/format.md sections 6 and 7).
+"""Plaintext name <-> backing name within one directory (docs/format.md, "Names").
 
 AES-SIV with the parent's directory ID as associated data: deterministic inside a
 directory (a lookup is one encryption), unlinkable across directories, authenticated.
-base32 survives case-folding sync targets; the ``.vfs`` suffix keeps sync clients'
-conflict suffixes recognisable.  Names whose encoding would pass 220 characters are
-stored as ``<hash>.vfl`` with the full encoding in a ``<hash>.vfn`` sidecar.
+base32 survives case-folding sync targets; the suffix keeps sync clients' conflict
+suffixes recognisable and says what the entry is without decrypting: ``.vfs`` a file or
+directory, ``.vfx`` a special entry (symlink, FIFO, socket, device) stored as a file.
+Names whose encoding would pass 220 characters are stored as ``<hash>.vfl`` (``.vxl``
+for a special) with the full encoding in a ``<hash>.vfn`` sidecar.
+
+A name is the exact byte string the application gave (format v2): no Unicode
+normalisation, so an NFD name from rsync comes back as NFD and two names that differ
+only in normalisation are two files.  The API keeps ``str`` names decoded with
+``surrogateescape``, which is lossless for any bytes.
 """
 
 from __future__ import annotations
 
 import base64
 import errno
-import unicodedata
 from collections import OrderedDict
 from dataclasses import dataclass
 
@@ -19,7 +25,10 @@ from vaultfs import crypto
 
 SHORT_SUFFIX = ".vfs"
 LONG_SUFFIX = ".vfl"
+SPECIAL_SUFFIX = ".vfx"
+LONG_SPECIAL_SUFFIX = ".vxl"
 SIDECAR_SUFFIX = ".vfn"
+ENTRY_SUFFIXES = (SHORT_SUFFIX, LONG_SUFFIX, SPECIAL_SUFFIX, LONG_SPECIAL_SUFFIX)
 RESERVED_PREFIX = "vaultfs."
 MAX_BACKING_NAME = 220
 MAX_NAME_BYTES = 255
@@ -58,23 +67,57 @@ def unpad16(data: bytes) -> bytes | None:
 
 
 def name_bytes(name: str) -> bytes:
-    """Validate a plaintext name and return its NFC UTF-8 bytes (ENAMETOOLONG past 255 bytes)."""
-    if name in ("", ".", "..") or "/" in name or "\0" in name:
+    """Validate a plaintext name and return its exact bytes (ENAMETOOLONG past 255 bytes).
+
+    No normalisation: the bytes are what the application passed to open(2), recovered
+    losslessly from the ``surrogateescape`` str.
+    """
+    try:
+        raw = name.encode("utf-8", "surrogateescape")
+    except UnicodeEncodeError:
+        raise OSError(errno.EINVAL, f"invalid file name {name!r}") from None
+    if not valid_name_bytes(raw):
+        if len(raw) > MAX_NAME_BYTES:
+            raise OSError(errno.ENAMETOOLONG, "file name longer than 255 bytes")
         raise OSError(errno.EINVAL, f"invalid file name {name!r}")
-    raw = unicodedata.normalize("NFC", name).encode("utf-8", "surrogateescape")
-    if len(raw) > MAX_NAME_BYTES:
-        raise OSError(errno.ENAMETOOLONG, "file name longer than 255 bytes")
     return raw
 
 
+def valid_name_bytes(raw: bytes) -> bool:
+    """1 to 255 bytes, neither ``.`` nor ``..``, no ``/`` and no NUL."""
+    return 0 < len(raw) <= MAX_NAME_BYTES and raw not in (b".", b"..") and b"/" not in raw and b"\0" not in raw
+
+
 def _valid_decoded(raw: bytes) -> str | None:
-    name = raw.decode("utf-8", "surrogateescape")
-    try:
-        if name_bytes(name) != raw:
-            return None
-    except OSError:
+    return raw.decode("utf-8", "surrogateescape") if valid_name_bytes(raw) else None
+
+
+@dataclass(frozen=True)
+class EntryName:
+    """What a backing entry's name says without decrypting anything."""
+
+    stem: str  # the base32 encoding (short form) or the digest naming the sidecar (long form)
+    long: bool
+    special: bool
+
+
+_SUFFIX_FORMS = {SHORT_SUFFIX: (False, False), LONG_SUFFIX: (True, False),
+                 SPECIAL_SUFFIX: (False, True), LONG_SPECIAL_SUFFIX: (True, True)}
+
+
+def parse_entry(backing_name: str) -> EntryName | None:
+    """Split ``<e>.vfs``, ``<h>.vfl``, ``<e>.vfx``, ``<h>.vxl``; None for anything else.
+
+    Only the form is checked (lowercase base32 stem, length limits); whether the name
+    decrypts is the cipher's business.
+    """
+    form = _SUFFIX_FORMS.get(backing_name[-4:])
+    stem = backing_name[:-4]
+    if form is None or not stem or len(backing_name) > MAX_BACKING_NAME or not _BASE32_CHARS.issuperset(stem):
         return None
-    return name
+    if form[0] and len(stem) != _DIGEST_CHARS:
+        return None
+    return EntryName(stem, *form)
 
 
 @dataclass(frozen=True)
@@ -87,6 +130,7 @@ class BackingName:
 
 
 _BASE32_CHARS = frozenset("abcdefghijklmnopqrstuvwxyz234567")
+_DIGEST_CHARS = 52  # base32 of a SHA-256 digest
 
 
 def is_reserved(backing_entry: str) -> bool:
@@ -101,7 +145,7 @@ class NameCipher:
 
     def __init__(self, name_key: bytes) -> None:
         self._siv = crypto.Siv(name_key)
-        self._encrypt_cache: OrderedDict[tuple[bytes, str], BackingName] = OrderedDict()
+        self._encrypt_cache: OrderedDict[tuple[bytes, str, bool], BackingName] = OrderedDict()
         self._decrypt_cache: OrderedDict[tuple[bytes, str], str] = OrderedDict()
 
     @staticmethod
@@ -110,17 +154,21 @@ class NameCipher:
         if len(cache) > _CACHE_SIZE:
             cache.popitem(last=False)
 
-    def encrypt(self, name: str, dir_id: bytes) -> BackingName:
-        cached = self._encrypt_cache.get((dir_id, name))
+    def encrypt(self, name: str, dir_id: bytes, special: bool = False) -> BackingName:
+        """Backing name of ``name`` in directory ``dir_id``: ``.vfs``/``.vfl``, or ``.vfx``/``.vxl``
+        for a special entry (symlink, FIFO, socket, device stored as a file)."""
+        key = (dir_id, name, special)
+        cached = self._encrypt_cache.get(key)
         if cached is not None:
             return cached
         encoded = b32encode(self._siv.seal(pad16(name_bytes(name)), [dir_id]))
-        if len(encoded) + len(SHORT_SUFFIX) <= MAX_BACKING_NAME:
-            result = BackingName(encoded + SHORT_SUFFIX, None, encoded)
+        short, long = (SPECIAL_SUFFIX, LONG_SPECIAL_SUFFIX) if special else (SHORT_SUFFIX, LONG_SUFFIX)
+        if len(encoded) + len(short) <= MAX_BACKING_NAME:
+            result = BackingName(encoded + short, None, encoded)
         else:
             digest = b32encode(crypto.sha256(encoded.encode("ascii")))
-            result = BackingName(digest + LONG_SUFFIX, digest + SIDECAR_SUFFIX, encoded)
-        self._remember(self._encrypt_cache, (dir_id, name), result)
+            result = BackingName(digest + long, digest + SIDECAR_SUFFIX, encoded)
+        self._remember(self._encrypt_cache, key, result)
         return result
 
     def decrypt_encoded(self, encoded: str, dir_id: bytes) -> str | None:
@@ -144,6 +192,10 @@ class NameCipher:
     @staticmethod
     def sidecar_matches(digest: str, encoded: str) -> bool:
         return b32encode(crypto.sha256(encoded.encode("ascii"))) == digest
+
+    # Format v1 stored a symlink as a backing symlink with a SIV-encrypted target. v2 stores
+    # it as a ``.vfx`` file (format/specials.py); these two remain for the v1 Vault and for
+    # ``vaultfs upgrade``, which converts such symlinks.
 
     def encrypt_symlink(self, target: str) -> str:
         raw = target.encode("utf-8", "surrogateescape")

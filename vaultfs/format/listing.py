@@ -1,0 +1,74 @@
+"""Decoding the entries of one backing directory with the format layer alone.
+
+For ``vaultfs upgrade`` (which walks the backing tree below the Vault) and for any other
+tool that must read names without a Vault: which backing entries are vaultfs entries,
+what their plaintext names are under the directory's ID(s), which are sync clients'
+conflict copies and of what.  Long names read their ``.vfn`` sidecar (a conflict copy's
+own sidecar copy first, since the client copied it too).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from vaultfs.format.conflicts import ConflictCopy, parse_copy
+from vaultfs.format.dirids import read_small
+from vaultfs.format.names import (
+    MAX_BACKING_NAME,
+    MAX_SIDECAR_BYTES,
+    SHORT_SUFFIX,
+    SIDECAR_SUFFIX,
+    NameCipher,
+    parse_entry,
+)
+
+
+@dataclass(frozen=True)
+class DecodedEntry:
+    backing: str  # the backing entry's name as found
+    name: str  # plaintext name (str with surrogateescape: exact bytes)
+    parent_id: bytes  # the directory ID under which the name decrypted
+    special: bool  # .vfx / .vxl
+    long: bool  # stored as <digest>.vfl/.vxl with a sidecar
+    copy: ConflictCopy | None  # set when the entry is a sync client's copy of ``copy.original``
+
+    @property
+    def name_bytes(self) -> bytes:
+        return self.name.encode("utf-8", "surrogateescape")
+
+
+def read_sidecar(names: NameCipher, dir_fd: int, digest: str, sidecar: str | None = None) -> str | None:
+    """The long name encoding ``<digest>.vfn`` (or ``sidecar``) holds, if it hashes to ``digest``."""
+    try:
+        text = read_small(dir_fd, sidecar or digest + SIDECAR_SUFFIX, MAX_SIDECAR_BYTES).decode("ascii")
+    except (OSError, UnicodeDecodeError):
+        return None
+    if not names.sidecar_matches(digest, text) or len(text) + len(SHORT_SUFFIX) <= MAX_BACKING_NAME:
+        return None  # a wrong sidecar, or a short name stored in the long form
+    return text
+
+
+def decode(names: NameCipher, dir_fd: int, dir_ids: tuple[bytes, ...], backing_name: str) -> DecodedEntry | None:
+    """The plaintext name of a backing entry (or of the original a conflict copy is of), else None."""
+    copy = None
+    form = parse_entry(backing_name)
+    if form is None:
+        copy = parse_copy(backing_name)
+        form = parse_entry(copy.original) if copy is not None else None
+        if form is None:
+            return None
+    if form.long:
+        encoded = None
+        if copy is not None:  # the client copied the sidecar too: "<digest> (1).vfn"
+            encoded = read_sidecar(names, dir_fd, form.stem, copy.apply(form.stem + SIDECAR_SUFFIX))
+        if encoded is None:
+            encoded = read_sidecar(names, dir_fd, form.stem)
+        if encoded is None:
+            return None
+    else:
+        encoded = form.stem
+    for dir_id in dir_ids:
+        name = names.decrypt_encoded(encoded, dir_id)
+        if name is not None:
+            return DecodedEntry(backing_name, name, dir_id, form.special, form.long, copy)
+    return None
