@@ -170,6 +170,7 @@ def serve(vault: Any, args: Any, mountpoint: str, on_ready: Any) -> None:
     finally:
         stop.set()
         pyfuse3.close(unmount=True)  # detaches the mount if a signal ended the loop
+        log.info("served %s", ops.request_summary())
         try:
             vault.close()
         except Exception:  # noqa: BLE001 - the daemon is exiting; the log says what was lost
