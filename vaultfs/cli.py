@@ -257,6 +257,54 @@ def cmd_lock(args: argparse.Namespace) -> int:
     return mountlock.cmd_lock(args)
 
 
+# ---- remote storage through rclone (vaultfs/remote/, docs/remote.md) -----------------
+
+def cmd_push(args: argparse.Namespace) -> int:
+    from vaultfs.remote import rclone, transfer
+    from vaultfs.remote.progress import human_bytes
+
+    remote = rclone.remote_of(args.remote)
+    result = transfer.push(args.backing, remote, delete=args.delete)
+    note = " (the remote keeps no times or checksums: compared by vaultfs's record)" if result.compare == "size" else ""
+    print(f"pushed {result.files} file(s) ({human_bytes(result.bytes)}) from {os.path.abspath(args.backing)} "
+          f"to {remote}{note}")
+    return 0
+
+
+def cmd_pull(args: argparse.Namespace) -> int:
+    from vaultfs.remote import rclone, transfer
+    from vaultfs.remote.progress import human_bytes
+
+    remote = rclone.remote_of(args.remote)
+    result = transfer.pull(remote, args.backing, delete=args.delete)
+    deleted = f", deleted {result.deleted} the remote does not have" if args.delete else ""
+    print(f"pulled {result.files} file(s) ({human_bytes(result.bytes)}) from {remote} into "
+          f"{os.path.abspath(args.backing)}{deleted}")
+    return 0
+
+
+def cmd_sync(args: argparse.Namespace) -> int:
+    from vaultfs.remote import bisync, rclone
+    from vaultfs.remote.progress import human_bytes
+
+    remote = rclone.remote_of(args.remote)
+    result = bisync.sync(args.backing, remote, force=args.force)
+    backing = os.path.abspath(args.backing)
+    if result.first_run:
+        print(f"first sync of {backing} with {remote} (rclone bisync --resync)")
+        for path in result.kept_before_resync:
+            print(f"  {path} differed: the remote's version keeps the name, this device's is kept as {path}..path1")
+    print(f"synced {backing} with {remote}: {result.files} file(s) transferred ({human_bytes(result.bytes)})")
+    if result.new_conflicts:
+        print(f"{len(result.new_conflicts)} new conflict cop{'y' if len(result.new_conflicts) == 1 else 'ies'} "
+              "(changed on both sides; both versions kept, shown by vaultfs as conflicts):")
+        for path in result.new_conflicts:
+            print(f"  {path}")
+    else:
+        print("0 new conflict copies")
+    return 0
+
+
 # ---------------------------------------------------------------- parser
 
 def _add_kdf_flags(parser: argparse.ArgumentParser) -> None:
@@ -348,12 +396,43 @@ def build_parser() -> argparse.ArgumentParser:
                    help="extra FUSE mount options, comma-separated (repeatable)")
     p.add_argument("--log", metavar="FILE", help="log to FILE instead of syslog when in the background")
 
+    _add_remote_verbs(sub)
+
     for verb in ("lock", "unmount"):
         p = sub.add_parser(verb, help="flush, unmount and lock" + (" (alias of lock)" if verb == "unmount" else ""),
                            description="Flush, unmount, wait for the daemon to exit and lock the mountpoint.")
         p.add_argument("mountpoint", metavar="MOUNTPOINT")
         p.set_defaults(func=cmd_lock)
     return parser
+
+
+def _add_remote_verbs(sub: argparse._SubParsersAction) -> None:
+    """push, pull, sync: a locked vault to and from any rclone remote (docs/remote.md)."""
+    p = sub.add_parser("push", help="upload a locked vault to an rclone remote (resumable)",
+                       description="Upload BACKING to REMOTE:PATH with rclone: whole files only, never while the "
+                                   "vault is mounted; run again after an interruption, it resumes.")
+    p.add_argument("backing", metavar="BACKING")
+    p.add_argument("remote", metavar="REMOTE:PATH", help="a remote configured in rclone.conf, and a path in it")
+    p.add_argument("--delete", action="store_true", help="also delete remote files that BACKING no longer has")
+    p.set_defaults(func=cmd_push)
+
+    p = sub.add_parser("pull", help="download a vault from an rclone remote (resumable)",
+                       description="Download REMOTE:PATH into BACKING (new, empty, or the same vault) with rclone; "
+                                   "every file is put in place whole. Local files the remote lacks stay unless "
+                                   "--delete.")
+    p.add_argument("remote", metavar="REMOTE:PATH", help="a remote configured in rclone.conf, and a path in it")
+    p.add_argument("backing", metavar="BACKING")
+    p.add_argument("--delete", action="store_true", help="also delete local files that the remote does not have")
+    p.set_defaults(func=cmd_pull)
+
+    p = sub.add_parser("sync", help="two-way sync of a locked vault with an rclone remote (rclone bisync)",
+                       description="Sync BACKING and REMOTE:PATH both ways with rclone bisync, for several devices. "
+                                   "A file changed on both sides is kept twice (NAME..path1, NAME..path2); the first "
+                                   "run keeps both versions of every file that differs.")
+    p.add_argument("backing", metavar="BACKING")
+    p.add_argument("remote", metavar="REMOTE:PATH", help="a remote configured in rclone.conf, and a path in it")
+    p.add_argument("--force", action="store_true", help="go on past bisync's safety stop (more than half deleted)")
+    p.set_defaults(func=cmd_sync)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
