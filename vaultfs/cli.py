@@ -247,14 +247,19 @@ def cmd_fsck(args: argparse.Namespace) -> int:
 
 def cmd_mount(args: argparse.Namespace) -> int:
     from vaultfs.fuse import mount
+    from vaultfs.remote import mounthook
 
+    if mounthook.remote_source(args.backing) is not None:  # REMOTE:PATH: rclone's mount underneath
+        return mounthook.mount_remote(args, mount.cmd_mount)
     return mount.cmd_mount(args)
 
 
 def cmd_lock(args: argparse.Namespace) -> int:
     from vaultfs.fuse import lock as mountlock
+    from vaultfs.remote import mounthook
 
-    return mountlock.cmd_lock(args)
+    with mounthook.locking(args.mountpoint):  # a remote mount: rclone goes down after the vault, uploads done
+        return mountlock.cmd_lock(args)
 
 
 # ---- remote storage through rclone (vaultfs/remote/, docs/remote.md) -----------------
@@ -384,7 +389,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="re-mark torn appends, remove orphan sidecars and staging leftovers, resolve sync conflicts")
 
     p = _verb(sub, "mount", cmd_mount, "unlock the vault and mount its plaintext view",
-              "Ask for the password, mount BACKING at MOUNTPOINT and return once it answers.")
+              "Ask for the password, mount BACKING at MOUNTPOINT and return once it answers. BACKING may be "
+              "REMOTE:PATH of an rclone remote: rclone's own mount then serves as the backing dir.")
     p.add_argument("mountpoint", metavar="MOUNTPOINT")
     p.add_argument("-f", "--foreground", action="store_true", help="stay attached; logs go to stderr")
     p.add_argument("--idle", type=parse_duration, metavar="DURATION",
@@ -395,6 +401,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-o", dest="fuse_options", action="append", default=[], metavar="OPTIONS",
                    help="extra FUSE mount options, comma-separated (repeatable)")
     p.add_argument("--log", metavar="FILE", help="log to FILE instead of syslog when in the background")
+    p.add_argument("--upload-timeout", type=parse_duration, metavar="DURATION", default=120.0,
+                   help="with REMOTE:PATH: how long lock waits for rclone's uploads to move before giving up "
+                        "(they resume at the next mount; default 2m)")
 
     _add_remote_verbs(sub)
 

@@ -273,6 +273,9 @@ def finish(state: MountState) -> None:
     state.pid = state.start = None
     with contextlib.suppress(OSError):
         save_state(state)
+    from vaultfs.remote import mounthook
+
+    mounthook.after_unmount(state.mountpoint)  # REMOTE:PATH: rclone's mount goes down too, after its uploads
 
 
 def run_detached(vault: Any, args: Any, state: MountState) -> int:
