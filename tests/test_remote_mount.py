@@ -172,7 +172,7 @@ def test_an_idle_lock_takes_rclone_down_too(cloud, tmp_path: Path) -> None:  # n
     assert read(two, "/before-idle.txt") == b"uploaded by the daemon itself"
 
 
-def test_failed_remote_mounts_leave_no_rclone_behind(cloud, tmp_path: Path) -> None:  # noqa: F811
+def test_failed_remote_mounts_leave_no_rclone_behind_and_never_touch_a_live_one(cloud, tmp_path: Path) -> None:  # noqa: F811
     one = make_vault(tmp_path / "one", media=1)
     cloud.server("dav")
     cloud.vaultfs("push", str(one.path), "dav:chat")
@@ -186,6 +186,10 @@ def test_failed_remote_mounts_leave_no_rclone_behind(cloud, tmp_path: Path) -> N
     assert empty.returncode == 5 and "holds no vault" in empty.stderr
     assert rmount.load(canonical(str(mnt))) is None and not rclone_dir(mnt).exists()
     assert mount_type(canonical(str(mnt))) is None
+    with remote_mounted(cloud, one, "dav:chat", mnt):
+        again = cloud.vaultfs("mount", "dav:chat", str(mnt), "--passfile", str(one.passfile), check=False)
+        assert again.returncode == 10 and "already mounted" in again.stderr
+        assert (mnt / "empty.txt").read_bytes() == b""  # the mount underneath was left alone
 
 
 def test_a_local_dir_named_like_a_remote_still_mounts_locally(cloud, tmp_path: Path) -> None:  # noqa: F811

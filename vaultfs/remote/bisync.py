@@ -43,7 +43,7 @@ class SyncResult:
 
 def sync(backing: str, remote: Remote, force: bool = False) -> SyncResult:
     backing = os.path.abspath(backing)
-    with guard.exclusive(backing, "sync"):
+    with guard.exclusive(backing):
         found = rclone.features(remote)
         if not found.modtime:
             raise RemoteUnusable(f"{remote} keeps no modification times, which rclone bisync needs; use vaultfs "

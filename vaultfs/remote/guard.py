@@ -69,7 +69,7 @@ def check_not_mounted(backing: str) -> None:
 
 
 @contextlib.contextmanager
-def exclusive(backing: str, verb: str) -> Iterator[None]:
+def exclusive(backing: str) -> Iterator[None]:
     """One push, pull or sync at a time per backing dir."""
     digest = hashlib.sha256(os.path.realpath(backing).encode("utf-8", "surrogateescape")).hexdigest()[:24]
     fd = os.open(os.path.join(state_dir(), f"{digest}.lock"), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)

@@ -20,8 +20,8 @@ import sys
 from collections.abc import Callable, Iterator
 from typing import Any
 
-from vaultfs.errors import LockError, NotAVault, UploadPending
-from vaultfs.fuse.state import canonical, daemon_alive, load_state, vaultfs_mounted
+from vaultfs.errors import LockError, MountError, NotAVault, UploadPending
+from vaultfs.fuse.state import canonical, daemon_alive, load_state, mount_type, vaultfs_mounted
 from vaultfs.remote import guard, rclone, rmount
 from vaultfs.remote.rclone import Remote
 
@@ -39,9 +39,11 @@ def _say(text: str) -> None:
 def mount_remote(args: Any, mount_command: Callable[[Any], int]) -> int:
     """rclone's mount of REMOTE:PATH first, then the vault on top of it; rclone goes down on failure."""
     remote = rclone.remote_of(args.backing)
+    mountpoint = canonical(args.mountpoint)
+    if mount_type(mountpoint) is not None:  # never touch the rclone mount under a live vault
+        raise MountError(f"{mountpoint} is already mounted")
     if guard.remote_vault_id(remote) is None:
         raise NotAVault(f"{remote} holds no vault (no vaultfs.conf)")
-    mountpoint = canonical(args.mountpoint)
     record = rmount.start(remote, mountpoint, args.upload_timeout, args.read_only, say=_say)
     args.backing = record.directory
     try:

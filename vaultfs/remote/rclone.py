@@ -47,14 +47,12 @@ def _version(path: str) -> tuple[int, int]:
     return int(match.group(1)), int(match.group(2))
 
 
-@functools.cache
-def _libc() -> ctypes.CDLL:
-    return ctypes.CDLL(None, use_errno=True)
+_LIBC = ctypes.CDLL(None, use_errno=True)  # loaded here: the child between fork and exec only calls it
 
 
 def _die_with_parent() -> None:
     """In the child: SIGTERM when vaultfs dies, so a killed push stops uploading as well."""
-    _libc().prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+    _LIBC.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
 
 
 # ---- remotes ------------------------------------------------------------------------

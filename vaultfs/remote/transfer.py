@@ -91,7 +91,7 @@ def _copy_runs(runs: _Runs, source: str, dest: str, unsure: list[str], compare: 
 def push(backing: str, remote: Remote, delete: bool = False) -> Result:
     """Upload BACKING to REMOTE; with ``delete``, remove what BACKING no longer has."""
     backing = os.path.abspath(backing)
-    with guard.exclusive(backing, "push"):
+    with guard.exclusive(backing):
         if not any(os.path.isfile(os.path.join(backing, name)) for name in rules.CONFIG_FILES):
             raise NotAVault(f"{backing} holds no vault (no {rules.CONFIG_FILES[0]})")
         local_id = guard.local_vault_id(backing)
@@ -111,7 +111,7 @@ def push(backing: str, remote: Remote, delete: bool = False) -> Result:
 def pull(remote: Remote, backing: str, delete: bool = False) -> Result:
     """Download REMOTE into BACKING (new, empty or the same vault); ``delete`` removes what REMOTE lacks."""
     backing = os.path.abspath(backing)
-    with guard.exclusive(backing, "pull"):
+    with guard.exclusive(backing):
         local_id = guard.local_vault_id(backing)
         remote_id = guard.remote_vault_id(remote)
         if remote_id is None:
