@@ -37,6 +37,13 @@ def test_push_then_pull_on_a_second_machine_gives_the_same_tree(cloud, tmp_path:
     assert same_tree(mine, theirs) == []
     assert (theirs / "latest.db").is_symlink()
     assert leaks(cloud.servers[remote].files()) == []
+    mnt = tmp_path / "mnt"  # the pulled vault mounts as well
+    mnt.mkdir()
+    cloud.vaultfs("mount", str(second), str(mnt), "--passfile", str(vault_dir.passfile))
+    try:
+        assert (mnt / "Databases" / "msgstore.db").read_bytes() == (mine / "Databases" / "msgstore.db").read_bytes()
+    finally:
+        cloud.vaultfs("lock", str(mnt))
 
 
 def total_bytes(root: Path) -> int:
