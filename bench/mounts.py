@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PASSWORD = "bench-Passw0rd-not-secret"
-WEAK_KDF = "--kdf-memory-kib 1024 --kdf-time 1 --kdf-parallelism 1"
+WEAK_KDF = "--kdf-memory-kib 1024 --kdf-time 1 --kdf-parallelism 1 --insecure-kdf-for-tests"
 DURABLE_PEERS = ("gocryptfs", "securefs")  # cryfs does not pass fsync through
 
 
@@ -40,13 +40,12 @@ def vaultfs_bin() -> str:
 def specs() -> dict[str, FsSpec]:
     py = shlex.quote(sys.executable)
     vb = shlex.quote(vaultfs_bin())
-    weak = {"VAULTFS_TESTONLY_WEAK_KDF": "1"}
     all_specs = [
         FsSpec("raw", None, None),
         FsSpec("passthrough", None, f"exec {py} -m bench.passthrough {{backing}} {{mnt}}",
                env={"PYTHONPATH": REPO}),
         FsSpec("vaultfs", f"{vb} init {{backing}} --passfile {{passfile}} {WEAK_KDF}",
-               f"exec {vb} mount {{backing}} {{mnt}} --foreground --passfile {{passfile}}", env=weak),
+               f"exec {vb} mount {{backing}} {{mnt}} --foreground --passfile {{passfile}}"),
         FsSpec("gocryptfs", "gocryptfs -init -q -passfile {passfile} {backing}",
                "exec gocryptfs -f -q -passfile {passfile} {backing} {mnt}", needs=("gocryptfs",)),
         FsSpec("securefs", "securefs create {backing}", "exec securefs mount {backing} {mnt}",

@@ -99,10 +99,10 @@ def unlock_and_mount_ready(work: str) -> dict[str, float]:
     passfile = os.path.join(work, "kdf-pass")
     with open(passfile, "w") as f:
         f.write(PASSWORD + "\n")
-    env = {k: v for k, v in os.environ.items() if k != "VAULTFS_TESTONLY_WEAK_KDF"}
+    env = dict(os.environ)
     vb = vaultfs_bin()
     subprocess.run([vb, "init", backing, "--passfile", passfile], check=True, capture_output=True, env=env)
-    code = ("import sys,time; sys.path.insert(0, sys.argv[1]); from vaultfs import keyfile; "
+    code = ("import sys,time; sys.path.insert(0, sys.argv[1]); from vaultfs.format import keyfile; "
             "t=time.perf_counter(); keyfile.unlock(sys.argv[2], sys.argv[3]); print(time.perf_counter()-t)")
     unlock = [float(subprocess.run([sys.executable, "-c", code, REPO, backing, PASSWORD], check=True,
                                    capture_output=True, text=True, env=env).stdout) for _ in range(3)]

@@ -23,10 +23,9 @@ import subprocess
 import sys
 import time
 
-from bench.mounts import PASSWORD, drop_caches, is_mounted, vaultfs_bin
+from bench.mounts import PASSWORD, WEAK_KDF, drop_caches, is_mounted, vaultfs_bin
 from bench.workloads import MiB, Sizes, build_backup_source, chunk, write_big
-
-WEAK_KDF = ["--kdf-memory-kib", "1024", "--kdf-time", "1", "--kdf-parallelism", "1"]
+from vaultfs.fuse import seal
 
 
 class Loopback:
@@ -43,7 +42,7 @@ class Loopback:
         with open(self.config, "w") as f:
             f.write(f"[bench]\ntype = webdav\nurl = http://127.0.0.1:{self.port}/\nvendor = other\n")
         self.env = {**os.environ, "RCLONE_CONFIG": self.config, "XDG_STATE_HOME": os.path.join(work, "state"),
-                    "XDG_CACHE_HOME": os.path.join(work, "cache"), "VAULTFS_TESTONLY_WEAK_KDF": "1"}
+                    "XDG_CACHE_HOME": os.path.join(work, "cache")}
         self.process: subprocess.Popen[bytes] | None = None
 
     def __enter__(self) -> Loopback:
@@ -161,6 +160,7 @@ def mount_round(cloud: Loopback, backing: str, passfile: str, scratch: str, mib:
             cloud.run(vb, "lock", mnt)
         if is_mounted(mnt):
             raise RuntimeError(f"{mnt} still mounted")
+        seal.release(mnt)  # a locked mountpoint stays sealed (immutable for root): free it for the cleanup
     return results
 
 
@@ -184,7 +184,7 @@ def run(run_dir: str, sizes: Sizes, media: int, repeat: int) -> tuple[str, dict]
     samples: dict[str, list[float]] = {}
     with Loopback(work) as cloud:
         vb = vaultfs_bin()
-        cloud.run(vb, "init", backing, "--passfile", passfile, *WEAK_KDF)
+        cloud.run(vb, "init", backing, "--passfile", passfile, *WEAK_KDF.split())
         cloud.run(vb, "import", backing, src, "--passfile", passfile)
         for rep in range(repeat):
             scratch = os.path.join(work, f"rep{rep}")

@@ -32,10 +32,13 @@ class VaultDir:
         return Vault.unlock(str(self.path), self.password, **kwargs)
 
 
+# Verbs that set a password take these to stay cheap (see tests/mounting.py WEAK_KDF).
+WEAK_KDF = ["--kdf-memory-kib", "1024", "--kdf-time", "1", "--kdf-parallelism", "1", "--insecure-kdf-for-tests"]
+
+
 def cli_env() -> dict[str, str]:
-    """Environment for CLI subprocesses: the test-only cheap KDF switch, no password in it."""
+    """Environment for CLI subprocesses: the venv first on PATH; no password, no switch in it."""
     env = dict(os.environ)
-    env["VAULTFS_TESTONLY_WEAK_KDF"] = "1"
     env["PATH"] = str(Path(sys.executable).parent) + os.pathsep + env.get("PATH", "")
     return env
 
@@ -44,6 +47,12 @@ def run_cli(*args: str, input: str | None = None, timeout: float = 60) -> subpro
     """Run the installed ``vaultfs`` console script; never raises on a non-zero exit."""
     return subprocess.run([VAULTFS_BIN, *args], input=input, capture_output=True, text=True,
                           env=cli_env(), timeout=timeout, stdin=None if input is not None else subprocess.DEVNULL)
+
+
+def without_test_kdf_warning(stderr: str | bytes) -> str:
+    """stderr minus the one-line warning every unlock of a test vault prints (cheap KDF on purpose)."""
+    text = stderr.decode() if isinstance(stderr, bytes) else stderr
+    return "".join(line for line in text.splitlines(keepends=True) if "test-only argon2id parameters" not in line)
 
 
 def write_passfile(path: Path, password: str) -> Path:
@@ -97,7 +106,15 @@ import uuid as _uuid  # noqa: E402
 from tests.mounting import Vault as _MountVault  # noqa: E402
 from tests.mounting import force_unmount as _force_unmount  # noqa: E402
 from tests.mounting import mounted as _mounted  # noqa: E402
+from tests.mounting import release_seals as _release_seals  # noqa: E402
 from tests.mounting import vaultfs_mounts as _vaultfs_mounts  # noqa: E402
+
+
+@pytest.fixture(autouse=True)
+def unseal_mountpoints():
+    """Locked mountpoints are immutable (for root): release them so pytest can delete its temp dirs."""
+    yield
+    _release_seals()
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -108,6 +125,7 @@ def no_mount_left_behind(tmp_path_factory):
     left = [m for m in _vaultfs_mounts() if m.startswith(base)]
     for mountpoint in left:
         _force_unmount(mountpoint)
+    _release_seals(everything=True)
     assert not left, f"FUSE mounts left behind: {left}"
 
 
@@ -139,3 +157,21 @@ def mounted_vault(new_vault):
     """A fresh vault of its own, mounted for one test; always unmounted afterwards."""
     with _mounted(new_vault):
         yield new_vault
+
+
+@pytest.fixture
+def public_vault():
+    """A vault whose mountpoint other users can reach (pytest's tmp dirs are 0700)."""
+    import shutil
+    import tempfile
+
+    root = Path(tempfile.mkdtemp(prefix="vaultfs-public-"))
+    try:
+        root.chmod(0o755)
+        yield _MountVault.create(root)
+    finally:
+        _force_unmount(root / "mnt")
+        from tests.mounting import release_seals
+
+        release_seals()  # the locked mountpoint is immutable
+        shutil.rmtree(root)

@@ -104,7 +104,7 @@ def backing_of(backing: Path, path: str) -> Path:
     """Where the vault path ``path`` lives (or would live) in a backing dir."""
     vault = Vault.unlock(str(backing), PASSWORD, read_only=True)
     try:
-        return Path(vault._entry(path).path)
+        return Path(vault.locate(path).path)
     finally:
         vault.close()
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import VaultDir, read_file, run_cli, write_file, write_passfile
+from tests.conftest import WEAK_KDF, VaultDir, read_file, run_cli, write_file, write_passfile
 from vaultfs.vault import Vault
 
 KEY_PATTERN = re.compile(r"\b([0-9A-Z]{5}(?:-[0-9A-Z]{5}){10})\b")
@@ -18,7 +18,7 @@ def init_via_cli(tmp_path: Path, password: str = "cli password") -> tuple[Path, 
     tmp_path.mkdir(parents=True, exist_ok=True)
     backing = tmp_path / "cloud"
     passfile = write_passfile(tmp_path / "pass", password)
-    result = run_cli("init", str(backing), "--passfile", str(passfile))
+    result = run_cli("init", str(backing), "--passfile", str(passfile), *WEAK_KDF)
     assert result.returncode == 0, result.stderr
     match = KEY_PATTERN.search(result.stdout)
     assert match, result.stdout
@@ -89,7 +89,7 @@ def test_edited_config_and_unknown_version(vault_dir: VaultDir) -> None:
     document["slots"][0]["id"] = 7  # a plausible edit that breaks the slot AAD and the MAC
     config_path.write_text(json.dumps(document))
     result = run_cli("passwd", str(vault_dir.path), "--passfile", str(vault_dir.passfile), "--new-passfile", "-",
-                     input="whatever\n")
+                     *WEAK_KDF, input="whatever it takes to change\n")
     assert result.returncode in (3, 6) and "Traceback" not in result.stderr
     document = json.loads(original)
     document["cipher_suite"] = document["cipher_suite"]
@@ -110,11 +110,11 @@ def test_passwd_changes_only_the_config(tmp_path: Path, vault_dir: VaultDir) -> 
     write_file(vault, "/chat.db", b"hello" * 2000)
     vault.close()
     before = {p: p.read_bytes() for p in vault_dir.path.rglob("*") if p.is_file() and p.name != "vaultfs.conf"}
-    result = run_cli("passwd", str(vault_dir.path), "--passfile", "-", "--new-passfile", "-",
+    result = run_cli("passwd", str(vault_dir.path), "--passfile", "-", "--new-passfile", "-", *WEAK_KDF,
                      input=f"{vault_dir.password}\nbrand new\n")
     assert result.returncode == 0, result.stderr
     after = {p: p.read_bytes() for p in vault_dir.path.rglob("*") if p.is_file()
-             and p.name not in ("vaultfs.conf", "vaultfs.conf.bak")}
+             and p.name != "vaultfs.conf"}
     assert after == before
     new_pass = write_passfile(tmp_path / "new", "brand new")
     assert_fails(run_cli("passwd", str(vault_dir.path), "--passfile", str(vault_dir.passfile),
@@ -132,7 +132,7 @@ def test_recover_with_the_key_and_typos(tmp_path: Path) -> None:
     _, other_key, _ = init_via_cli(tmp_path / "other")
     assert_fails(run_cli("recover", str(backing), "--recovery-key-file", "-", "--new-passfile", "-",
                          input=f"{other_key}\nx\n"), 3, "does not open this vault")
-    result = run_cli("recover", str(backing), "--recovery-key-file", "-", "--new-passfile", "-",
+    result = run_cli("recover", str(backing), "--recovery-key-file", "-", "--new-passfile", "-", *WEAK_KDF,
                      input=f"{key.lower()}\nrecovered pw\n")
     assert result.returncode == 0, result.stderr
     Vault.unlock(str(backing), "recovered pw").close()
@@ -146,23 +146,32 @@ def test_rebuild_config_after_it_is_deleted(tmp_path: Path) -> None:
     (backing / "vaultfs.conf").unlink()
     assert_fails(run_cli("info", str(backing)), 5, "rebuild-config")
     result = run_cli("recover", str(backing), "--rebuild-config", "--recovery-key-file", "-", "--new-passfile", "-",
-                     input=f"{key}\nrebuilt\n")
+                     *WEAK_KDF, input=f"{key}\nrebuilt from the key\n")
     assert result.returncode == 0, result.stderr
-    vault = Vault.unlock(str(backing), "rebuilt")
+    vault = Vault.unlock(str(backing), "rebuilt from the key")
     assert read_file(vault, "/kept") == b"kept"
     vault.close()
 
 
-def test_kdf_floor_needs_the_test_switch(tmp_path: Path) -> None:
+def test_kdf_below_the_floor_needs_the_test_flag_and_ignores_the_old_env_switch(tmp_path: Path) -> None:
     import os
     import subprocess
 
     from tests.conftest import VAULTFS_BIN
 
-    passfile = write_passfile(tmp_path / "p", "pw")
-    env = {k: v for k, v in os.environ.items() if k != "VAULTFS_TESTONLY_WEAK_KDF"}
-    result = subprocess.run([VAULTFS_BIN, "init", str(tmp_path / "v"), "--passfile", str(passfile),
-                             "--kdf-memory-kib", "1024", "--kdf-time", "1", "--kdf-parallelism", "1"],
+    passfile = write_passfile(tmp_path / "p", "a long enough test password")
+    env = {**os.environ, "VAULTFS_TESTONLY_WEAK_KDF": "1"}  # the switch of old versions: obeyed no more
+    cheap = ["--kdf-memory-kib", "1024", "--kdf-time", "1", "--kdf-parallelism", "1"]
+    result = subprocess.run([VAULTFS_BIN, "init", str(tmp_path / "v"), "--passfile", str(passfile), *cheap],
                             capture_output=True, text=True, env=env, stdin=subprocess.DEVNULL)
     assert result.returncode == 2 and "below the floor" in result.stderr
     assert not (tmp_path / "v").exists()
+    assert "TEST ONLY" in run_cli("init", "--help").stdout.replace("\n", " ")
+    made = run_cli("init", str(tmp_path / "v"), "--passfile", str(passfile), *cheap, "--insecure-kdf-for-tests")
+    assert made.returncode == 0, made.stderr
+    info = run_cli("info", str(tmp_path / "v"))
+    assert "memory 1 MiB (1024 KiB), time cost 1, parallelism 1" in info.stdout
+    listing = run_cli("ls", str(tmp_path / "v"), "--passfile", str(passfile))
+    assert listing.returncode == 0, listing.stderr
+    (warning,) = [line for line in listing.stderr.splitlines() if line.strip()]
+    assert "below the floor" in warning and "vaultfs passwd" in warning

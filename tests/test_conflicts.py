@@ -24,7 +24,7 @@ PROVIDERS = {
 
 
 def backing(vault: Vault, path: str) -> Path:
-    return Path(vault._entry(path).path)
+    return Path(vault.locate(path).path)
 
 
 def copy_name(original: Path, suffix: str) -> Path:

@@ -15,7 +15,7 @@ from vaultfs.vault import Vault
 
 
 def backing_of(vault: Vault, path: str) -> Path:
-    return Path(vault._entry(path).path)
+    return Path(vault.locate(path).path)
 
 
 @pytest.fixture
@@ -111,14 +111,14 @@ def test_each_planted_fault_is_found_with_its_path(populated: VaultDir, fault: s
     assert "1 problem(s), 0 repaired, 1 remaining" in result.stdout
 
 
-def test_repair_fixes_the_torn_append_and_the_orphan_sidecar_and_nothing_else(populated: VaultDir) -> None:
+def test_repair_accepting_truncation_fixes_torn_append_and_orphan_sidecar_and_nothing_else(populated: VaultDir) -> None:
     plant(populated, "torn-append")
     plant(populated, "flipped-byte")
     media = populated.path
     orphan = next(populated.path.rglob("*.vfn")).with_name("a" * 52 + ".vfn")
     orphan.write_text("orphan")
     before = {p: p.read_bytes() for p in media.rglob("*") if p.is_file()}
-    result = fsck(populated, "--repair")
+    result = fsck(populated, "--repair", "--accept-truncated")
     assert result.returncode == 12, result.stdout + result.stderr
     output = result.stdout + result.stderr
     assert "REPAIRED torn-append: /chats/media/photo.jpg" in output
@@ -153,4 +153,4 @@ def test_staging_leftovers_are_reported_and_removed(populated: VaultDir) -> None
     result = fsck(populated, "--repair")
     assert "REPAIRED staging-leftover" in result.stdout + result.stderr
     assert result.returncode == 0
-    assert not os.path.exists(staged)
+    assert not os.path.exists(staged.path)

@@ -13,7 +13,7 @@ from vaultfs.vault import Vault
 
 
 def backing(vault: Vault, path: str) -> Path:
-    return Path(vault._entry(path).path)
+    return Path(vault.locate(path).path)
 
 
 def eio(call, *args) -> None:
@@ -96,7 +96,7 @@ def test_backing_symlinks_pointing_outside_are_never_followed(vault: Vault, tmp_
 def test_a_missing_dir_id_is_eio(vault: Vault) -> None:
     vault.mkdir("/d", 0o755)
     (backing(vault, "/d") / "vaultfs.dirid").unlink()
-    vault._forget_dirs()
+    vault.tree.forget()
     eio(vault.listdir, "/d")
 
 

@@ -71,15 +71,7 @@ def test_change_password_rewraps_only(vault_dir: VaultDir) -> None:
     with pytest.raises(WrongPassword):
         keyfile.unlock(str(vault_dir.path), vault_dir.password)
     keyfile.unlock(str(vault_dir.path), "new pw")
-    assert (vault_dir.path / "vaultfs.conf.bak").exists()
-    assert stat.S_IMODE((vault_dir.path / "vaultfs.conf.bak").stat().st_mode) == 0o600
-    assert not (vault_dir.path / "vaultfs.conf.tmp").exists()
-
-
-def test_a_lost_config_falls_back_to_the_backup(vault_dir: VaultDir) -> None:
-    keyfile.change_password(str(vault_dir.path), vault_dir.password, "second", TEST_KDF)
-    (vault_dir.path / "vaultfs.conf").unlink()
-    keyfile.unlock(str(vault_dir.path), vault_dir.password)  # .bak holds the previous slot
+    assert sorted(p.name for p in vault_dir.path.glob("vaultfs.conf*")) == ["vaultfs.conf"]  # no .bak, no .tmp
 
 
 def test_recovery_key_round_trip_and_typos() -> None:
@@ -127,8 +119,7 @@ def test_recover_sets_a_new_password_and_rebuilds_a_lost_config(vault_dir: Vault
     keys = VaultKeys.derive(recovery.decode(vault_dir.recovery_key))
     keyfile.recover(str(vault_dir.path), keys, "after recovery", TEST_KDF, rebuild=False)
     keyfile.unlock(str(vault_dir.path), "after recovery")
-    for name in ("vaultfs.conf", "vaultfs.conf.bak"):
-        (vault_dir.path / name).unlink()
+    (vault_dir.path / "vaultfs.conf").unlink()
     with pytest.raises(NotAVault, match="rebuild-config"):
         keyfile.unlock(str(vault_dir.path), "after recovery")
     wrong = VaultKeys.derive(os.urandom(32))

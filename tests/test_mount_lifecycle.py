@@ -5,18 +5,25 @@ from __future__ import annotations
 import errno
 import json
 import os
-import shutil
 import signal
 import stat
 import subprocess
-import tempfile
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from tests.mounting import VAULTFS, Vault, env, force_unmount, mounted, vaultfs, vaultfs_mounts
+from tests.mounting import (
+    NOBODY,
+    VAULTFS,
+    Vault,
+    as_user,
+    env,
+    force_unmount,
+    mounted,
+    vaultfs,
+    vaultfs_mounts,
+)
 from vaultfs.fuse import mount as vmount
 from vaultfs.fuse import state as mountstate
 
@@ -57,7 +64,7 @@ def test_mount_prints_where_and_lock_fails_closed(new_vault: Vault) -> None:
     with mounted(new_vault):
         assert stat.S_IMODE(os.stat(new_vault.mnt).st_mode) == 0o755
         assert (new_vault.mnt / "msgstore.db").read_bytes() == b"secret"
-    assert new_vault.lock(check=False).stdout.strip().endswith("is already locked")
+    assert "is already locked" in new_vault.lock(check=False).stdout
 
 
 def test_wrong_password_and_not_a_vault_mount_nothing(new_vault: Vault, tmp_path: Path) -> None:
@@ -101,14 +108,18 @@ def test_bad_mountpoints_are_refused_before_the_password(new_vault: Vault, tmp_p
         assert result.returncode == 10 and "already mounted" in result.stderr
 
 
-def test_lock_with_a_file_open_ends_cleanly(new_vault: Vault) -> None:
+def test_lock_with_a_file_open_refuses_and_force_ends_cleanly(new_vault: Vault) -> None:
     with mounted(new_vault):
         pid = daemon_pid(new_vault)
         fd = os.open(new_vault.mnt / "open.txt", os.O_CREAT | os.O_RDWR, 0o600)
         try:
             os.write(fd, b"written before lock")
-            result = new_vault.lock(check=False)
+            refused = new_vault.lock(check=False)
+            assert refused.returncode == 13 and f"pid {os.getpid()}" in refused.stderr, refused.stderr
+            assert new_vault.is_mounted()
+            result = new_vault.lock("--force", check=False)
             assert result.returncode == 0, result.stderr
+            assert f"cut off 1: pid {os.getpid()}" in result.stdout
             assert not new_vault.is_mounted()
             assert mountstate.process_start(pid) is None
         finally:
@@ -119,7 +130,8 @@ def test_lock_with_a_file_open_ends_cleanly(new_vault: Vault) -> None:
             assert info.value.errno == errno.ENOTCONN
     with mounted(new_vault):
         assert (new_vault.mnt / "open.txt").read_bytes() == b"written before lock"
-    assert not new_vault.log_problems()
+    problems = new_vault.log_problems()
+    assert len(problems) == 1 and "cut off: pid" in problems[0], problems
 
 
 def test_kill_9_then_lock_cleans_up_and_fsynced_files_survive(new_vault: Vault) -> None:
@@ -177,18 +189,6 @@ def test_read_only_mount(new_vault: Vault) -> None:
             assert info.value.errno == errno.EROFS
 
 
-@pytest.fixture
-def public_vault() -> Iterator[Vault]:
-    """A vault whose mountpoint other users can reach (pytest's tmp dirs are 0700)."""
-    root = Path(tempfile.mkdtemp(prefix="vaultfs-public-"))
-    try:
-        root.chmod(0o755)
-        yield Vault.create(root)
-    finally:
-        force_unmount(root / "mnt")
-        shutil.rmtree(root)
-
-
 def test_allow_other_enforces_modes(public_vault: Vault) -> None:
     new_vault = public_vault
     with mounted(new_vault, "--allow-other"):
@@ -199,10 +199,7 @@ def test_allow_other_enforces_modes(public_vault: Vault) -> None:
         os.chmod(new_vault.mnt / "public", 0o644)
 
         def as_nobody(*cmd: str) -> subprocess.CompletedProcess[str]:
-            return subprocess.run(
-                ["setpriv", "--reuid=nobody", "--regid=nogroup", "--clear-groups", *cmd],
-                capture_output=True, text=True, check=False,
-            )  # fmt: skip
+            return as_user(NOBODY, *cmd)
 
         assert as_nobody("stat", str(new_vault.mnt / "private")).returncode == 0
         private = as_nobody("cat", str(new_vault.mnt / "private"))

@@ -118,7 +118,7 @@ def test_backing_dir_holds_no_plaintext_names(vault: Vault, vault_dir: VaultDir)
 
 def test_a_name_stored_in_the_wrong_form_is_hidden(vault: Vault, vault_dir: VaultDir) -> None:
     write_file(vault, "/short", b"s")
-    entry = vault._entry("/short")
+    entry = vault.locate("/short")
     digest = "a" * 52
     os.rename(entry.path, vault_dir.path / (digest + ".vfl"))
     (vault_dir.path / (digest + ".vfn")).write_text(entry.backing_name.encoded)

@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.mounting import VAULTFS, Vault, env, mounted, vaultfs
-from tests.reliability import SCALE, daemon_pid, need, wait_for
+from tests.mounting import Vault, mounted, vaultfs
+from tests.reliability import SCALE, daemon_pid, wait_for
 
 pytestmark = pytest.mark.slow
 
@@ -149,31 +149,4 @@ def test_kill_during_a_burst_of_renames(new_vault: Vault) -> None:
             assert (new_vault.mnt / present[0]).read_bytes() == data
 
 
-@pytest.mark.parametrize(("syscall", "when", "password_after"), [
-    ("link", 1, "old"),  # the new config is written to vaultfs.conf.tmp, nothing renamed yet
-    ("rename", 1, "old"),  # the backup link exists, not yet renamed
-    ("rename", 2, "old"),  # vaultfs.conf.bak in place, the new config not yet renamed over
-    ("fsync", 2, "new"),  # renamed, directory not yet fsynced
-])
-def test_kill_of_passwd_between_its_writes(new_vault: Vault, tmp_path: Path, syscall: str, when: int,
-                                           password_after: str) -> None:
-    need("strace")
-    with mounted(new_vault):
-        write_synced(new_vault.mnt / "kept.bin", b"kept" * 1000)
-    new_pass = tmp_path / "new-pass"
-    new_pass.write_text("a brand new password\n")
-    before = {p: p.read_bytes() for p in new_vault.backing.rglob("*.vfs")}
-    result = subprocess.run(
-        ["strace", "-f", "-qq", "-o", "/dev/null", "-e", f"trace={syscall}", "-e",
-         f"inject={syscall}:signal=KILL:when={when}", VAULTFS, "passwd", str(new_vault.backing),
-         "--passfile", str(new_vault.passfile), "--new-passfile", str(new_pass)],
-        capture_output=True, text=True, env={**env(), "PYTHONDONTWRITEBYTECODE": "1"}, timeout=120)
-    assert result.returncode != 0, "the injected SIGKILL did not happen"
-    assert {p: p.read_bytes() for p in new_vault.backing.rglob("*.vfs")} == before
-    if password_after == "new":
-        new_vault.passfile.write_text("a brand new password\n")
-    with mounted(new_vault):
-        assert (new_vault.mnt / "kept.bin").read_bytes() == b"kept" * 1000
-    assert fsck_problem_paths(new_vault) == []
-    vaultfs("passwd", str(new_vault.backing), "--passfile", str(new_vault.passfile), "--new-passfile",
-            str(new_pass))  # a later passwd works over the leftovers
+# passwd killed at each step of its config write: tests/test_security_passwd.py

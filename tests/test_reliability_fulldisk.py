@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.mounting import Vault, mounted, vaultfs
+from tests.mounting import WEAK_KDF, Vault, mounted, vaultfs
 from tests.reliability import daemon_pid
 from tests.test_reliability_crash import fsck_problem_paths
 from vaultfs.fuse import state as mountstate
@@ -30,15 +30,19 @@ def small_vault(tmp_path: Path) -> Iterator[Vault]:
         vault = Vault(disk / "cloud", root / "mnt", root / "pass", root / "daemon.log")
         vault.passfile.write_text("small disk password\n")
         vault.mnt.mkdir()
-        vaultfs("init", str(vault.backing), "--passfile", str(vault.passfile),
-                "--kdf-memory-kib", "1024", "--kdf-time", "1", "--kdf-parallelism", "1")
+        vaultfs("init", str(vault.backing), "--passfile", str(vault.passfile), *WEAK_KDF)
         yield vault
     finally:
         subprocess.run(["umount", "-l", str(disk)], check=False)
 
 
 def fill(path: Path, chunk: int) -> int:
-    """Write until the disk is full; return how much was accepted and check the error is ENOSPC."""
+    """Write until the disk is full; return how much was accepted and check the error is ENOSPC.
+
+    With the kernel's writeback cache a write lands in the page cache and the backing
+    filesystem's ENOSPC reaches the writer at the next fsync (or close), as on any
+    filesystem with delayed allocation: the writer here syncs after every chunk.
+    """
     written = 0
     data = os.urandom(chunk)
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
@@ -46,6 +50,7 @@ def fill(path: Path, chunk: int) -> int:
         with pytest.raises(OSError) as info:
             while True:
                 written += os.write(fd, data)
+                os.fsync(fd)
                 if written > 64 << 20:
                     raise AssertionError("the 24 MiB disk never filled")
         assert info.value.errno == errno.ENOSPC, info.value
@@ -66,8 +71,10 @@ def test_writes_fail_with_enospc_and_everything_else_survives(small_vault: Vault
         fill(small_vault.mnt / "filler.bin", chunk)
         pid = daemon_pid(small_vault.mnt)
         assert mountstate.process_start(pid) is not None, "the daemon died"
-        with pytest.raises(OSError) as info:
-            (small_vault.mnt / "another").write_bytes(os.urandom(3 << 20))
+        with pytest.raises(OSError) as info, open(small_vault.mnt / "another", "wb") as another:
+            another.write(os.urandom(3 << 20))
+            another.flush()
+            os.fsync(another.fileno())
         assert info.value.errno == errno.ENOSPC
         try:  # a directory may still fit (an inode, a 44-byte dir ID) or not: either way no crash
             os.mkdir(small_vault.mnt / "dir-on-a-full-disk")

@@ -72,6 +72,7 @@ def test_four_processes_write_one_sqlite_database(new_vault: Vault, journal: str
         with sqlite3.connect(db) as connection:
             connection.execute(f"PRAGMA journal_mode = {journal}")
             connection.execute("CREATE TABLE messages(id INTEGER PRIMARY KEY, writer INT, seq INT, body TEXT)")
+        connection.close()  # `with` only commits; an open database keeps `lock` from locking
         context = multiprocessing.get_context("spawn")
         workers = [context.Process(target=_sqlite_writer, args=(db, n, rows)) for n in range(4)]
         for worker in workers:

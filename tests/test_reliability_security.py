@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.mounting import PASSWORD, VAULTFS, Vault, env, scan_backing, vaultfs
+from tests.mounting import PASSWORD, VAULTFS, WEAK_KDF, Vault, env, scan_backing, vaultfs
 from tests.reliability import daemon_pid
 
 NAMES = ["WhatsApp Databases", "msgstore-2026-11-28.1.db.crypt14", "IMG-20261128-WA0001.jpg",
@@ -36,8 +36,7 @@ def test_secrets_and_plaintext_stay_out_of_reach(tmp_path: Path) -> None:
     vault = Vault(root / "cloud", root / "mnt", root / "pass", root / "daemon.log")
     vault.passfile.write_text(PASSWORD + "\n")
     vault.mnt.mkdir()
-    base = [VAULTFS, "init", str(vault.backing), "--passfile", str(vault.passfile),
-            "--kdf-memory-kib", "1024", "--kdf-time", "1", "--kdf-parallelism", "1"]
+    base = [VAULTFS, "init", str(vault.backing), "--passfile", str(vault.passfile), *WEAK_KDF]
     subprocess.run(base, check=True, env=env(), capture_output=True, preexec_fn=with_umask(0o077))
     subprocess.run([VAULTFS, "mount", str(vault.backing), str(vault.mnt), "--passfile", str(vault.passfile),
                     "--log", str(vault.logfile)], check=True, env=env(), capture_output=True,
@@ -71,13 +70,13 @@ def test_secrets_and_plaintext_stay_out_of_reach(tmp_path: Path) -> None:
 def test_init_and_passwd_respect_the_umask(tmp_path: Path, mask: int) -> None:
     backing = tmp_path / "cloud"
     passfile = tmp_path / "pass"
-    passfile.write_text("pw\n")
-    weak = ["--kdf-memory-kib", "1024", "--kdf-time", "1", "--kdf-parallelism", "1"]
+    passfile.write_text(PASSWORD + "\n")
+    weak = WEAK_KDF
     subprocess.run([VAULTFS, "init", str(backing), "--passfile", str(passfile), *weak], check=True, env=env(),
                    capture_output=True, preexec_fn=with_umask(mask))
     subprocess.run([VAULTFS, "passwd", str(backing), "--passfile", str(passfile), "--new-passfile", str(passfile),
                     *weak], check=True, env=env(), capture_output=True, preexec_fn=with_umask(mask))
-    for name in ("vaultfs.conf", "vaultfs.conf.bak"):
-        assert stat.S_IMODE((backing / name).stat().st_mode) == 0o600
+    assert stat.S_IMODE((backing / "vaultfs.conf").stat().st_mode) == 0o600
+    assert not (backing / "vaultfs.conf.bak").exists()
     assert stat.S_IMODE((backing / "vaultfs.dirid").stat().st_mode) == 0o644 & ~mask
     assert stat.S_IMODE(backing.stat().st_mode) == 0o777 & ~mask

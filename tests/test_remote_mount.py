@@ -13,9 +13,10 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import VaultDir
+from tests.mounting import track_mountpoint
 from tests.rclone_servers import Cloud, cloud, sftp_keys  # noqa: F401 - fixtures
 from tests.remote_helpers import leaks, make_vault, read, same_tree
-from vaultfs.fuse.state import canonical, mount_type, process_start
+from vaultfs.fuse.state import canonical, mount_type, process_start, vaultfs_mounted
 from vaultfs.remote import rmount
 
 pytestmark = [pytest.mark.remote, pytest.mark.mount]
@@ -42,13 +43,14 @@ def remote_mounted(cloud: Cloud, vault_dir: VaultDir, source: str, mnt: Path, *e
                    env: dict | None = None) -> Iterator[subprocess.CompletedProcess[str]]:
     """Mount REMOTE:PATH, yield, and always lock; whatever is left is torn down and fails the test."""
     mnt.mkdir(exist_ok=True)
+    track_mountpoint(mnt)  # sealed once locked: released after the test
     record = None
     try:
         yield cloud.vaultfs("mount", source, str(mnt), "--passfile", str(vault_dir.passfile),
                             "--log", str(mnt.parent / "daemon.log"), *extra, extra_env=env)
     finally:
         record = rmount.load(canonical(str(mnt)))
-        if mount_type(canonical(str(mnt))) is not None:
+        if vaultfs_mounted(canonical(str(mnt))):
             cloud.vaultfs("lock", str(mnt), check=False)
         left = rmount.load(canonical(str(mnt)))
         if left is not None:  # a failed lock: take rclone down by hand
@@ -142,7 +144,7 @@ def test_lock_gives_up_on_stalled_uploads_and_the_next_mount_sends_them(cloud, t
         stalled = cloud.vaultfs("lock", str(mnt), check=False)
     assert stalled.returncode == 25, stalled.stdout + stalled.stderr
     assert "not uploaded" in stalled.stderr and "next time you mount dav:chat" in stalled.stderr
-    assert mount_type(canonical(str(mnt))) is None and rmount.load(canonical(str(mnt))) is None
+    assert not vaultfs_mounted(canonical(str(mnt))) and rmount.load(canonical(str(mnt))) is None
     server.start()
     with remote_mounted(cloud, one, "dav:chat", mnt):
         assert (mnt / "late.txt").read_bytes() == b"written while the server was down"
@@ -160,7 +162,7 @@ def test_an_idle_lock_takes_rclone_down_too(cloud, tmp_path: Path) -> None:  # n
         (mnt / "before-idle.txt").write_bytes(b"uploaded by the daemon itself")
         record = rmount.load(canonical(str(mnt)))
         assert record is not None
-        assert wait_until(lambda: mount_type(canonical(str(mnt))) is None, 30)
+        assert wait_until(lambda: not vaultfs_mounted(canonical(str(mnt))), 30)
         assert wait_until(lambda: process_start(record.pid) is None and rmount.load(canonical(str(mnt))) is None, 30)
     two = tmp_path / "two"
     cloud.vaultfs("pull", "dav:chat", str(two))
@@ -171,7 +173,7 @@ def test_failed_remote_mounts_leave_no_rclone_behind_and_never_touch_a_live_one(
     one = make_vault(tmp_path / "one", media=1)
     cloud.server("dav")
     cloud.vaultfs("push", str(one.path), "dav:chat")
-    mnt = tmp_path / "mnt"
+    mnt = track_mountpoint(tmp_path / "mnt")
     mnt.mkdir()
     wrong = tmp_path / "wrong"
     wrong.write_text("not the password\n")
@@ -180,7 +182,7 @@ def test_failed_remote_mounts_leave_no_rclone_behind_and_never_touch_a_live_one(
     empty = cloud.vaultfs("mount", "dav:nothing-here", str(mnt), "--passfile", str(one.passfile), check=False)
     assert empty.returncode == 5 and "holds no vault" in empty.stderr
     assert rmount.load(canonical(str(mnt))) is None and not rclone_dir(mnt).exists()
-    assert mount_type(canonical(str(mnt))) is None
+    assert not vaultfs_mounted(canonical(str(mnt)))
     with remote_mounted(cloud, one, "dav:chat", mnt):
         again = cloud.vaultfs("mount", "dav:chat", str(mnt), "--passfile", str(one.passfile), check=False)
         assert again.returncode == 10 and "already mounted" in again.stderr
@@ -190,7 +192,7 @@ def test_failed_remote_mounts_leave_no_rclone_behind_and_never_touch_a_live_one(
 def test_a_local_dir_named_like_a_remote_still_mounts_locally(cloud, tmp_path: Path) -> None:  # noqa: F811
     one = make_vault(tmp_path / "one", media=1)
     os.rename(one.path, tmp_path / "cloud:chat")  # "cloud" is no remote in rclone.conf
-    mnt = tmp_path / "mnt"
+    mnt = track_mountpoint(tmp_path / "mnt")
     mnt.mkdir()
     done = subprocess.run([str(Path(sys.executable).with_name("vaultfs")), "mount", "cloud:chat", str(mnt),
                            "--passfile", str(one.passfile)], cwd=tmp_path, env=cloud.env(), capture_output=True,

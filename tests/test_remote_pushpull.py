@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import VaultDir
+from tests.mounting import track_mountpoint
 from tests.rclone_servers import VAULTFS_BIN, cloud, sftp_keys  # noqa: F401 - fixtures
 from tests.remote_helpers import edit, leaks, make_vault, read, rewrite_in_place, same_tree
 
@@ -37,7 +38,7 @@ def test_push_then_pull_on_a_second_machine_gives_the_same_tree(cloud, tmp_path:
     assert same_tree(mine, theirs) == []
     assert (theirs / "latest.db").is_symlink()
     assert leaks(cloud.servers[remote].files()) == []
-    mnt = tmp_path / "mnt"  # the pulled vault mounts as well
+    mnt = track_mountpoint(tmp_path / "mnt")  # the pulled vault mounts as well
     mnt.mkdir()
     cloud.vaultfs("mount", str(second), str(mnt), "--passfile", str(vault_dir.passfile))
     try:
@@ -95,16 +96,18 @@ def test_temporary_names_never_leave_the_machine(cloud, tmp_path: Path) -> None:
     (subdir / "vaultfs.tmp-0123456789abcdef").write_bytes(b"half an import")
     (one.path / "vaultfs.conf.tmp").write_bytes(b"half a config")
     (one.path / ".fuse_hidden0000001").write_bytes(b"deleted while open")
+    (one.path / "vaultfs.conf.bak").write_bytes(b"an older vaultfs's previous config: an old password's slot")
     cloud.server("dav")
+    cloud.rclone("copyto", str(one.path / "vaultfs.conf.bak"), "dav:chat/vaultfs.conf.bak")  # pushed long ago
     cloud.vaultfs("push", str(one.path), "dav:chat")
     stored = cloud.servers["dav"].files()
-    assert stored and not [p for p in stored if "tmp" in p or "fuse_hidden" in p], sorted(stored)
+    assert stored and not [p for p in stored if "tmp" in p or "fuse_hidden" in p or p.endswith(".bak")], sorted(stored)
     assert "chat/vaultfs.conf" in stored
 
 
 def test_push_and_pull_refuse_while_the_vault_is_mounted(cloud, tmp_path: Path) -> None:  # noqa: F811
     one = make_vault(tmp_path / "one")
-    mnt = tmp_path / "mnt"
+    mnt = track_mountpoint(tmp_path / "mnt")
     mnt.mkdir()
     cloud.server("dav")
     cloud.vaultfs("mount", str(one.path), str(mnt), "--passfile", str(one.passfile))

@@ -2,7 +2,9 @@
 
 Each verb is a function ``cmd_<verb>(args) -> int``.  Errors are raised as
 ``errors.VaultError`` subclasses and turned into one line on stderr plus the class's
-exit code in ``main`` (the list is in docs/cli.md and the README).
+exit code in ``main`` (the list is in the README).  ``main`` also ends quietly on a
+closed pipe (``vaultfs ls ... | head``), and takes the mount(8) helper form
+``vaultfs BACKING MOUNTPOINT -o OPTIONS`` (fstab.py).
 """
 
 from __future__ import annotations
@@ -17,11 +19,11 @@ from collections.abc import Sequence
 from vaultfs import __version__
 from vaultfs.errors import UsageError, VaultError, VaultIOError
 from vaultfs.format import keyfile, recovery
-from vaultfs.format.keyfile import KDF_FLOOR, TEST_KDF, KdfParams
+from vaultfs.format.keyfile import KDF_FLOOR, KDF_MAX, TEST_KDF, KdfParams
 from vaultfs.format.keys import VaultKeys
-from vaultfs.passwords import read_password, read_secret
+from vaultfs.passcmd import PassCommand
+from vaultfs.passwords import read_password, read_secret, unlock_with_retries
 
-WEAK_KDF_ENV = "VAULTFS_TESTONLY_WEAK_KDF"
 _DURATION = re.compile(r"^(\d+(?:\.\d+)?)([smhd]?)$")
 
 
@@ -47,11 +49,14 @@ def _positive_int(text: str) -> int:
 
 
 def kdf_from_args(args: argparse.Namespace) -> KdfParams:
-    """KDF parameters from the flags, or calibrated to ~1 s; below the floor only for tests."""
-    weak_allowed = os.environ.get(WEAK_KDF_ENV) == "1"
+    """KDF parameters from the flags, or calibrated to ~1 s; below the floor only with the test flag.
+
+    Only a flag on the command line can weaken a new slot: no environment variable, no
+    config file (the shipped CLI must not obey a switch a user never typed).
+    """
     given = (args.kdf_memory_kib, args.kdf_time, args.kdf_parallelism)
     if all(value is None for value in given):
-        if weak_allowed:
+        if args.insecure_kdf_for_tests:
             return TEST_KDF
         print("vaultfs: calibrating the password hash to about 1 s on this machine...", file=sys.stderr)
         return keyfile.calibrate_kdf()
@@ -60,7 +65,7 @@ def kdf_from_args(args: argparse.Namespace) -> KdfParams:
         time_cost=args.kdf_time or KDF_FLOOR.time_cost,
         parallelism=args.kdf_parallelism or KDF_FLOOR.parallelism,
     )
-    if params.below_floor() and not weak_allowed:
+    if params.below_floor() and not args.insecure_kdf_for_tests:
         raise UsageError(f"KDF parameters below the floor (memory {KDF_FLOOR.memory_kib} KiB, "
                          f"time {KDF_FLOOR.time_cost}, parallelism {KDF_FLOOR.parallelism})")
     try:
@@ -70,6 +75,14 @@ def kdf_from_args(args: argparse.Namespace) -> KdfParams:
     return params
 
 
+def new_password(args: argparse.Namespace, source: str | None, backing_dir: str) -> str:
+    """The new password of init/passwd/recover, refused if very weak (strength.py)."""
+    from vaultfs import strength
+
+    hints = ["vaultfs", *os.path.normpath(backing_dir).split(os.sep)[-2:]]
+    return strength.read_new_password(source, args.allow_weak_password, hints)
+
+
 # ---------------------------------------------------------------- verbs
 
 def cmd_init(args: argparse.Namespace) -> int:
@@ -77,7 +90,7 @@ def cmd_init(args: argparse.Namespace) -> int:
 
     backing_dir = os.path.abspath(args.backing)
     check_init_target(backing_dir)  # before the password prompt
-    password = read_password(args.passfile, "New password: ", confirm=True)
+    password = new_password(args, args.passfile, backing_dir)
     kdf = kdf_from_args(args)
     key = init_vault(backing_dir, password, kdf)
     print(f"Created a vault in {backing_dir}.\n")
@@ -110,9 +123,11 @@ def cmd_passwd(args: argparse.Namespace) -> int:
     keyfile.load_config(backing_dir)  # a missing vault is reported before any prompt
     old = read_password(args.passfile, "Current password: ")
     keys, _ = keyfile.unlock(backing_dir, old)
-    new = read_password(args.new_passfile, "New password: ", confirm=True)
+    new = new_password(args, args.new_passfile, backing_dir)
     keyfile.write_config(backing_dir, keyfile.new_config(keys, new, kdf_from_args(args)))
-    print(f"Password changed for {backing_dir}. No file was re-encrypted.")
+    print(f"Password changed for {backing_dir}. No file was re-encrypted; no copy of the old config was kept.")
+    print("Anyone who already copied the old vaultfs.conf (a cloud's version history) can still open the vault\n"
+          "with the old password: the master key is unchanged (see README, \"Changing the password\").")
     return 0
 
 
@@ -123,7 +138,8 @@ def cmd_recover(args: argparse.Namespace) -> int:
         keyfile.load_config(backing_dir)
     typed = read_secret(args.recovery_key_file, "Recovery key: ", "recovery key")
     keys = VaultKeys.derive(recovery.decode(typed))
-    new = read_password(args.new_passfile, "New password: ", confirm=True)
+    keyfile.check_recovery_key(backing_dir, keys, rebuild=args.rebuild_config)  # before asking for a password
+    new = new_password(args, args.new_passfile, backing_dir)
     keyfile.recover(backing_dir, keys, new, kdf_from_args(args), rebuild=args.rebuild_config)
     action = "Rebuilt vaultfs.conf and set" if args.rebuild_config else "Set"
     print(f"{action} a new password for {backing_dir}.")
@@ -135,7 +151,8 @@ def _unlock(args: argparse.Namespace, read_only: bool = True):
 
     backing_dir = os.path.abspath(args.backing)
     keyfile.load_config(backing_dir)  # a missing vault is reported before any prompt
-    return Vault.unlock(backing_dir, read_password(args.passfile), read_only=read_only)
+    return unlock_with_retries(args.passfile, lambda password: Vault.unlock(backing_dir, password,
+                                                                             read_only=read_only))
 
 
 def cmd_export(args: argparse.Namespace) -> int:
@@ -216,6 +233,8 @@ def cmd_fsck(args: argparse.Namespace) -> int:
     from vaultfs.vault import Vault
 
     backing_dir = os.path.abspath(args.backing)
+    if args.accept_truncated and not args.repair:
+        raise UsageError("--accept-truncated only works with --repair")
     config = keyfile.load_config(backing_dir)
     keys = keyfile.unwrap(config, read_password(args.passfile), verify=False)
     config_problem = None
@@ -224,13 +243,18 @@ def cmd_fsck(args: argparse.Namespace) -> int:
     except ConfigDamaged as exc:
         config_problem = Problem("config", None, keyfile.config_path(backing_dir), exc.message)
         print(config_problem.line(backing_dir))
+        if args.repair:  # an edited config may say anything: repair nothing on its word
+            raise ConfigDamaged(f"{exc.detail}; --repair writes nothing to a vault whose config does not "
+                                "verify (fsck without --repair lists the problems; `vaultfs recover "
+                                "--rebuild-config` writes a new config)") from None
     vault = Vault(backing_dir, keys, config, read_only=not args.repair)
     total = None
     if sys.stderr.isatty():
         total = tree_bytes(backing_dir)
     try:
         with Progress("fsck", total) as progress:
-            checker = Checker(vault, repair=args.repair, on_problem=lambda p: progress.write(p.line(backing_dir)),
+            checker = Checker(vault, repair=args.repair, accept_truncated=args.accept_truncated,
+                              on_problem=lambda p: progress.write(p.line(backing_dir)),
                               on_bytes=progress.add_bytes)
             report = checker.run()
     finally:
@@ -310,28 +334,82 @@ def cmd_sync(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_run(args: argparse.Namespace) -> int:
+    from vaultfs import run
+
+    return run.cmd_run(args)
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    from vaultfs import status
+
+    return status.cmd_status(args)
+
+
+def cmd_login_unit(args: argparse.Namespace) -> int:
+    from vaultfs import units
+
+    return units.cmd_login_unit(args)
+
+
 # ---------------------------------------------------------------- parser
 
-def _add_kdf_flags(parser: argparse.ArgumentParser) -> None:
-    group = parser.add_argument_group("password hashing (default: calibrated to about 1 s)")
-    group.add_argument("--kdf-memory-kib", type=_positive_int, metavar="KIB", help="argon2id memory in KiB")
-    group.add_argument("--kdf-time", type=_positive_int, metavar="N", help="argon2id passes")
-    group.add_argument("--kdf-parallelism", type=_positive_int, metavar="N", help="argon2id lanes")
+def _add_password_flags(parser: argparse.ArgumentParser) -> None:
+    """The flags of every verb that sets a new password: strength override and KDF parameters."""
+    parser.add_argument("--allow-weak-password", action="store_true",
+                        help="accept a password that zxcvbn rates very weak (score 0 or 1)")
+    group = parser.add_argument_group(
+        "password hashing",
+        f"Default: calibrated to about 1 s on this machine. Never below the floor of RFC 9106's second "
+        f"recommendation: memory {KDF_FLOOR.memory_kib} KiB ({KDF_FLOOR.memory_kib // 1024} MiB), time "
+        f"{KDF_FLOOR.time_cost}, parallelism {KDF_FLOOR.parallelism}.")
+    group.add_argument("--kdf-memory-kib", type=_positive_int, metavar="KIB",
+                       help=f"argon2id memory in KiB (at most {KDF_MAX.memory_kib})")
+    group.add_argument("--kdf-time", type=_positive_int, metavar="N",
+                       help=f"argon2id passes (at most {KDF_MAX.time_cost})")
+    group.add_argument("--kdf-parallelism", type=_positive_int, metavar="N",
+                       help=f"argon2id lanes (at most {KDF_MAX.parallelism})")
+    group.add_argument("--insecure-kdf-for-tests", action="store_true",
+                       help="TEST ONLY, never for real data: allow --kdf-* values below the floor "
+                            f"({KDF_FLOOR.memory_kib} KiB, {KDF_FLOOR.time_cost} passes, {KDF_FLOOR.parallelism} "
+                            "lanes), and without them use 1 MiB, 1 pass, 1 lane; passwords can then be "
+                            "guessed thousands of times faster")
 
 
 PASSFILE_HELP = "read the password from FILE (first line), or from stdin with -"
+PASSCMD_HELP = ("run CMD (split like a shell would, no shell run) and take the first line it prints as "
+                "the password, e.g. --passcmd 'secret-tool lookup vaultfs chat'")
 NEW_PASSFILE_HELP = "new password from FILE, or the next line of stdin with -"
+
+
+def _passcmd(text: str) -> PassCommand:
+    try:
+        return PassCommand(text)
+    except VaultError as exc:
+        raise argparse.ArgumentTypeError(exc.detail or exc.message) from None
 
 
 def _verb(sub: argparse._SubParsersAction, name: str, func, summary: str, description: str,
           passfile: str | None = PASSFILE_HELP) -> argparse.ArgumentParser:
-    """A verb on BACKING: its parser with the BACKING argument and, if it needs one, --passfile."""
+    """A verb on BACKING: its parser with the BACKING argument and, if it needs one, --passfile/--passcmd."""
     parser = sub.add_parser(name, help=summary, description=description)
     parser.add_argument("backing", metavar="BACKING")
     if passfile is not None:
-        parser.add_argument("--passfile", metavar="FILE|-", help=passfile)
+        source = parser.add_mutually_exclusive_group()
+        source.add_argument("--passfile", metavar="FILE|-", help=passfile)
+        source.add_argument("--passcmd", dest="passfile", metavar="CMD", type=_passcmd, help=PASSCMD_HELP)
     parser.set_defaults(func=func)
     return parser
+
+
+def _add_mount_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("mountpoint", metavar="MOUNTPOINT")
+    parser.add_argument("--read-only", action="store_true", help="mount read-only")
+    parser.add_argument("--allow-other", action="store_true",
+                        help="let other users access the mount (enables default_permissions)")
+    parser.add_argument("-o", dest="fuse_options", action="append", default=[], metavar="OPTIONS",
+                        help="extra FUSE mount options, comma-separated (repeatable)")
+    parser.add_argument("--log", metavar="FILE", help="log to FILE instead of syslog when in the background")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -342,7 +420,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = _verb(sub, "init", cmd_init, "create a new vault in an empty directory",
               "Create a vault in BACKING (new or empty) and print its recovery key once.")
-    _add_kdf_flags(p)
+    _add_password_flags(p)
 
     _verb(sub, "info", cmd_info, "show the vault's format and key-slot parameters (no password)",
           "Show format, cipher suite, block size and KDF parameters. No secrets.", passfile=None)
@@ -351,7 +429,7 @@ def build_parser() -> argparse.ArgumentParser:
               "Change the password: the master key is re-wrapped, files stay as they are.",
               passfile="current password: " + PASSFILE_HELP)
     p.add_argument("--new-passfile", metavar="FILE|-", help=NEW_PASSFILE_HELP)
-    _add_kdf_flags(p)
+    _add_password_flags(p)
 
     p = _verb(sub, "recover", cmd_recover, "set a new password with the recovery key",
               "Set a new password with the recovery key printed at init; "
@@ -359,7 +437,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--recovery-key-file", metavar="FILE|-", help="read the recovery key from FILE or stdin (-)")
     p.add_argument("--new-passfile", metavar="FILE|-", help=NEW_PASSFILE_HELP)
     p.add_argument("--rebuild-config", action="store_true", help="write vaultfs.conf anew from the recovery key")
-    _add_kdf_flags(p)
+    _add_password_flags(p)
 
     p = _verb(sub, "export", cmd_export, "decrypt the vault (or some paths) into a plain directory, no FUSE",
               "Decrypt the whole vault, or the given paths, into DEST: modes, times, symlinks and hard links "
@@ -386,32 +464,59 @@ def build_parser() -> argparse.ArgumentParser:
               "Check the config MAC, every directory ID, name, long-name sidecar, header, block tag and "
               "is_last mark. Exit 0 when clean, 12 when problems remain.")
     p.add_argument("--repair", action="store_true",
-                   help="re-mark torn appends, remove orphan sidecars and staging leftovers, resolve sync conflicts")
+                   help="remove orphan sidecars and staging leftovers, resolve sync conflicts (refused when the "
+                        "config does not verify)")
+    p.add_argument("--accept-truncated", action="store_true",
+                   help="with --repair: accept a file whose last block is not marked last (a crash during an "
+                        "append, or a file cut at a block boundary) at its shorter length; what followed is lost")
 
     p = _verb(sub, "mount", cmd_mount, "unlock the vault and mount its plaintext view",
-              "Ask for the password, mount BACKING at MOUNTPOINT and return once it answers. BACKING may be "
-              "REMOTE:PATH of an rclone remote: rclone's own mount then serves as the backing dir.")
-    p.add_argument("mountpoint", metavar="MOUNTPOINT")
-    p.add_argument("-f", "--foreground", action="store_true", help="stay attached; logs go to stderr")
+              "Ask for the password (three tries on a terminal), mount BACKING at MOUNTPOINT and return "
+              "once it answers. The empty mountpoint underneath stays sealed against writes, root's too. "
+              "BACKING may be REMOTE:PATH of an rclone remote: rclone's own mount is then the backing dir.")
+    _add_mount_options(p)
+    p.add_argument("-f", "--foreground", action="store_true",
+                   help="stay attached; logs go to stderr; tells systemd (Type=notify) once mounted")
     p.add_argument("--idle", type=parse_duration, metavar="DURATION",
-                   help="lock by itself after no access for DURATION (e.g. 15m)")
-    p.add_argument("--read-only", action="store_true", help="mount read-only")
-    p.add_argument("--allow-other", action="store_true",
-                   help="let other users access the mount (enables default_permissions)")
-    p.add_argument("-o", dest="fuse_options", action="append", default=[], metavar="OPTIONS",
-                   help="extra FUSE mount options, comma-separated (repeatable)")
-    p.add_argument("--log", metavar="FILE", help="log to FILE instead of syslog when in the background")
+                   help="lock by itself after no access for DURATION (e.g. 15m), never while a file is open")
     p.add_argument("--upload-timeout", type=parse_duration, metavar="DURATION", default=120.0,
                    help="with REMOTE:PATH: how long lock waits for rclone's uploads to move before giving up "
                         "(they resume at the next mount; default 2m)")
+
+    p = _verb(sub, "run", cmd_run, "mount, run a command, lock afterwards whatever happened",
+              "Unlock and mount BACKING at MOUNTPOINT, run COMMAND once the mount answers, then lock "
+              "(cutting off anything the command left open), also on Ctrl-C or SIGTERM. Exits with the "
+              "command's status, or vaultfs's own code if mounting or locking failed. "
+              "Example: vaultfs run CLOUD MNT --passfile F -- rsync -a ~/backup/ MNT/")
+    _add_mount_options(p)
+    p.add_argument("command", metavar="-- COMMAND", nargs="*", help="the command and its arguments, after --")
 
     _add_remote_verbs(sub)
 
     for verb in ("lock", "unmount"):
         p = sub.add_parser(verb, help="flush, unmount and lock" + (" (alias of lock)" if verb == "unmount" else ""),
-                           description="Flush, unmount, wait for the daemon to exit and lock the mountpoint.")
+                           description="Flush, unmount, wait for the daemon to exit and seal the mountpoint. "
+                                       "Refuses (exit 13) while a process holds a file, a working directory "
+                                       "or a memory map in the mount, and names them; --force cuts them off.")
         p.add_argument("mountpoint", metavar="MOUNTPOINT")
+        p.add_argument("--force", action="store_true",
+                       help="lock even if files are open: they are flushed and closed, their processes cut off")
         p.set_defaults(func=cmd_lock)
+
+    p = sub.add_parser("status", help="mounted or locked; daemon, open files, idle timer",
+                       description="Show whether a vault is mounted (exit 0), locked (16) or left stale by a "
+                                   "daemon that died (17); with a mount: backing dir, daemon pid, open files "
+                                   "and the processes holding them, the idle timer. Without an argument: every "
+                                   "vaultfs mount of this user (everyone's for root).")
+    p.add_argument("target", metavar="MOUNTPOINT|BACKING", nargs="?")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.set_defaults(func=cmd_status)
+
+    p = sub.add_parser("login-unit", help="print the systemd user unit that mounts a vault at login",
+                       description="Print the systemd user unit template vaultfs@.service (shipped with vaultfs) "
+                                   "with this vaultfs's path filled in: "
+                                   "vaultfs login-unit > ~/.config/systemd/user/vaultfs@.service")
+    p.set_defaults(func=cmd_login_unit)
     return parser
 
 
@@ -444,11 +549,35 @@ def _add_remote_verbs(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=cmd_sync)
 
 
+def _split_command(argv: list[str]) -> tuple[list[str], list[str] | None]:
+    """``run ... -- COMMAND``: the part after the first ``--`` is the command, untouched by argparse."""
+    verb = next((a for a in argv if not a.startswith("-")), None)
+    if verb != "run" or "--" not in argv:
+        return argv, None
+    cut = argv.index("--")
+    return argv[:cut], argv[cut + 1:]
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=logging.WARNING, format="vaultfs: %(message)s")
-    args = build_parser().parse_args(argv)
+    from vaultfs import fstab
+
+    arguments = list(sys.argv[1:] if argv is None else argv)
+    parser = build_parser()
+    if fstab.looks_like_helper_call(arguments, set(_verbs(parser))):
+        try:
+            arguments = fstab.to_mount_args(arguments)
+        except VaultError as exc:
+            print(f"vaultfs: {exc.message}", file=sys.stderr)
+            return exc.exit_code
+    arguments, command = _split_command(arguments)
+    args = parser.parse_args(arguments)
+    if args.verb == "run":
+        args.command = command if command is not None else args.command
     try:
         return args.func(args)
+    except BrokenPipeError:
+        return _closed_pipe()
     except VaultError as exc:
         print(f"vaultfs: {exc.message}", file=sys.stderr)
         return exc.exit_code
@@ -459,6 +588,27 @@ def main(argv: Sequence[str] | None = None) -> int:
         error = VaultIOError(f"{exc.filename + ': ' if exc.filename else ''}{exc.strerror or exc}")
         print(f"vaultfs: {error.message}", file=sys.stderr)
         return error.exit_code
+
+
+def _verbs(parser: argparse.ArgumentParser) -> list[str]:
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            return list(action.choices)
+    return []
+
+
+def _closed_pipe() -> int:
+    """The reader went away (``vaultfs ls ... | head``): end quietly, as ls and cat do.
+
+    Point stdout at /dev/null so that flushing at exit does not fail a second time.
+    """
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+    except (OSError, ValueError):
+        pass
+    return 128 + 13  # SIGPIPE, what the shell reports for a command cut off by a pipe
 
 
 if __name__ == "__main__":

@@ -1,9 +1,10 @@
-"""Value types of the Vault API: attributes, resolved directories and entries, vault paths."""
+"""Value types of the Vault API: attributes, directories, entries, vault paths."""
 
 from __future__ import annotations
 
 import errno
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from vaultfs.format.names import BackingName
@@ -24,32 +25,82 @@ class Attr:
     st_ctime_ns: int
     st_blocks: int
     st_blksize: int
+    st_rdev: int = 0
 
     @classmethod
     def from_stat(cls, st: os.stat_result, size: int) -> Attr:
         return cls(st.st_mode, st.st_ino, st.st_nlink, st.st_uid, st.st_gid, size, st.st_atime_ns,
-                   st.st_mtime_ns, st.st_ctime_ns, (size + 511) // 512, 4096)
+                   st.st_mtime_ns, st.st_ctime_ns, (size + 511) // 512, 4096, st.st_rdev)
 
 
-@dataclass(frozen=True)
+BackingKey = tuple[int, int]  # (st_dev, st_ino) of a backing entry: what hard links share
+
+
+def backing_key(st: os.stat_result) -> BackingKey:
+    return st.st_dev, st.st_ino
+
+
 class Dir:
-    """A resolved plaintext directory: its backing path and directory ID(s).
+    """A plaintext directory: where its backing directory is, and the IDs that name its entries.
 
-    More than one ID means a sync client kept conflict copies of ``vaultfs.dirid``; names
-    are looked up under each, and new names use the first.
+    The place is a parent chain (parent ``Dir`` + the entry's backing name) instead of a
+    path string, so a directory rename updates one object and everything below it follows.
+    The tree keeps one ``Dir`` per backing directory at a time, which is what lets that one
+    update reach every holder (the FUSE inode table, the path cache).  More than one ID
+    means a sync client kept conflict copies of ``vaultfs.dirid``: names are looked up under
+    each, and new names use the first.
     """
 
-    backing: str
-    dir_ids: tuple[bytes, ...]
+    __slots__ = ("parent", "backing_name", "_ids", "_load_ids", "key", "label", "root_path", "__weakref__")
+
+    def __init__(self, parent: Dir | None, backing_name: str, dir_ids: tuple[bytes, ...] | None, key: BackingKey,
+                 label: str, root_path: str = "", load_ids: Callable[[Dir], tuple[bytes, ...]] | None = None) -> None:
+        self.parent = parent
+        self.backing_name = backing_name
+        self._ids = dir_ids
+        self._load_ids = load_ids
+        self.key = key
+        self.label = label  # the plaintext path when it was resolved: for messages only
+        self.root_path = root_path if parent is None else parent.root_path
+
+    @property
+    def dir_ids(self) -> tuple[bytes, ...]:
+        """The IDs, read from the backing dir on first use: listing a parent or a stat needs none."""
+        if self._ids is None:
+            assert self._load_ids is not None, "a Dir without IDs needs a loader"
+            self._ids = self._load_ids(self)
+        return self._ids
+
+    @dir_ids.setter
+    def dir_ids(self, ids: tuple[bytes, ...] | None) -> None:
+        self._ids = ids
 
     @property
     def dir_id(self) -> bytes:
         return self.dir_ids[0]
 
+    def relpath(self) -> str:
+        """The backing path below the vault root ('' for the root), from the current chain."""
+        parts: list[str] = []
+        node: Dir | None = self
+        while node is not None and node.parent is not None:
+            parts.append(node.backing_name)
+            node = node.parent
+        return "/".join(reversed(parts))
+
+    @property
+    def backing(self) -> str:
+        """Absolute backing path (for messages and path-based tools; I/O goes through dir fds)."""
+        rel = self.relpath()
+        return os.path.join(self.root_path, rel) if rel else self.root_path
+
+    def __repr__(self) -> str:
+        return f"Dir({self.label!r})"
+
 
 @dataclass(frozen=True)
 class Entry:
-    """A resolved (possibly not existing) plaintext entry."""
+    """A resolved (possibly not existing) plaintext entry: its directory and backing name."""
 
     parent: Dir
     name: str

@@ -144,6 +144,18 @@ class UploadPending(VaultError):
     exit_code = 25
 
 
+class NoSuchFile(VaultError):
+    """no such file"""
+
+    exit_code = 19
+
+
+class PasswordCommandFailed(VaultError):
+    """the password command failed"""
+
+    exit_code = 18
+
+
 class Interrupted(VaultError):
     """interrupted"""
 
@@ -161,3 +173,9 @@ class LockError(VaultError):
     """cannot lock"""
 
     exit_code = 13
+
+
+class WeakPassword(VaultError):
+    """password too weak"""
+
+    exit_code = 15

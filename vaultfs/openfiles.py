@@ -3,76 +3,120 @@
 Every handle on the same file, through any hard link, shares one ``EncryptedFile`` and
 one lock, so two writers never interleave a partial-block read-modify-write, and every
 handle sees the same size at every moment.  The fd lives until the last handle closes,
-which is what keeps an unlinked-but-open file usable.
+which is what keeps an unlinked-but-open file usable: its backing entry is gone at once
+(nothing is parked in the synced folder), its data lives on through the fd.
+
+Readers share the lock and writers take it alone: two large reads of one file (the
+kernel's read-ahead sends several at once) decrypt on both cores at the same time.
 """
 
 from __future__ import annotations
 
 import errno
 import os
+import stat
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 
+from vaultfs import backing
+from vaultfs.entries import BackingKey, backing_key
 from vaultfs.format.content import EncryptedFile
 
-FileKey = tuple[int, int]  # (st_dev, st_ino)
 
-
-def _open_noatime(path: str, mode: int) -> int:
-    """Open a backing file so that vaultfs's own header and block reads leave its atime alone.
-
-    The backing atime is the plaintext atime; O_NOATIME is refused (EPERM) on files the
-    daemon does not own, where the plain open is the best that can be done.
-    """
-    flags = mode | os.O_NOFOLLOW | os.O_CLOEXEC
+def _open_noatime(dir_fd: int, name: str, flags: int) -> int:
     try:
-        return os.open(path, flags | os.O_NOATIME)
-    except PermissionError:
-        return os.open(path, flags)
+        return backing.open_file_at(dir_fd, name, flags | os.O_NOATIME)
+    except PermissionError:  # O_NOATIME is refused on files the daemon does not own
+        return backing.open_file_at(dir_fd, name, flags)
+
+
+def open_backing_file(dir_fd: int, name: str, want_write: bool) -> tuple[int, bool]:
+    """Open a backing file for content I/O: (fd, writable).
+
+    Read-write when possible (a partial write must read its edge blocks), read-only as a
+    fallback for reading.  O_NOATIME keeps vaultfs's own header and block reads from
+    moving the backing atime, which is the plaintext atime.  Anything but a regular file
+    (a FIFO planted under an encrypted name) is refused without blocking: the open is
+    non-blocking and the type is checked on the fd.
+    """
+    try:
+        fd, writable = _open_noatime(dir_fd, name, os.O_RDWR), True
+    except OSError as exc:
+        if want_write or exc.errno not in (errno.EACCES, errno.EPERM, errno.EROFS):
+            raise
+        fd, writable = _open_noatime(dir_fd, name, os.O_RDONLY), False
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise OSError(errno.ENXIO, "not a regular file", name)
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd, writable
+
+
+class SharedLock:
+    """Many readers or one writer (reads of one file decrypt in parallel, writes alone)."""
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition(threading.Lock())
+        self._readers = 0
+        self._writer = False
+
+    @contextmanager
+    def shared(self) -> Iterator[None]:
+        with self._cond:
+            while self._writer:
+                self._cond.wait()
+            self._readers += 1
+        try:
+            yield
+        finally:
+            with self._cond:
+                self._readers -= 1
+                if not self._readers:
+                    self._cond.notify_all()
+
+    @contextmanager
+    def exclusive(self) -> Iterator[None]:
+        with self._cond:
+            while self._writer or self._readers:
+                self._cond.wait()
+            self._writer = True
+        try:
+            yield
+        finally:
+            with self._cond:
+                self._writer = False
+                self._cond.notify_all()
 
 
 class OpenFile:
-    def __init__(self, key: FileKey, fd: int, writable: bool, content: EncryptedFile) -> None:
+    def __init__(self, key: BackingKey, fd: int, writable: bool, content: EncryptedFile) -> None:
         self.key = key
         self.fd = fd
         self.writable = writable
         self.content = content
-        self.lock = threading.Lock()
+        self.lock = SharedLock()
         self.refs = 0
 
 
 class OpenFileTable:
     def __init__(self, key_for: Callable[[bytes], bytes], block_size: int) -> None:
-        self._files: dict[FileKey, OpenFile] = {}
+        self._files: dict[BackingKey, OpenFile] = {}
         self._lock = threading.Lock()
         self._key_for = key_for
         self._block_size = block_size
 
-    def _open_fd(self, backing_path: str, want_write: bool) -> tuple[int, bool]:
-        """Open read-write when possible (partial writes must read); read-only as a fallback."""
-        try:
-            return _open_noatime(backing_path, os.O_RDWR), True
-        except PermissionError:
-            if want_write:
-                raise
-        except OSError as exc:
-            if exc.errno != errno.EROFS or want_write:
-                raise
-        return _open_noatime(backing_path, os.O_RDONLY), False
+    def acquire(self, fd: int, writable: bool, label: str, new_file: bool = False) -> OpenFile:
+        """Return the shared OpenFile of the file behind ``fd``, with one more reference.
 
-    def acquire(self, backing_path: str, label: str, want_write: bool, new_file: bool = False,
-                fd: int | None = None) -> OpenFile:
-        """Return the shared OpenFile of ``backing_path`` with one more reference.
-
-        ``fd``, when given, is a read-write fd the caller just created the file with.
+        Takes ownership of ``fd``: it is kept (first opener), swapped in (a read-write fd
+        upgrading a read-only one) or closed (the file was already open).  ``new_file``
+        writes an empty file's header and last block first.
         """
-        if fd is None:
-            fd, writable = self._open_fd(backing_path, want_write)
-        else:
-            writable = True
         try:
-            st = os.fstat(fd)
-            key = (st.st_dev, st.st_ino)
+            key = backing_key(os.fstat(fd))
             with self._lock:
                 existing = self._files.get(key)
                 if existing is not None and (existing.writable or not writable):
@@ -81,7 +125,7 @@ class OpenFileTable:
                     return existing
                 if existing is not None:
                     # Upgrade a read-only fd to the read-write one just opened, under the file lock.
-                    with existing.lock:
+                    with existing.lock.exclusive():
                         os.close(existing.fd)
                         existing.fd = existing.content.fd = fd
                         existing.writable = True
@@ -108,14 +152,18 @@ class OpenFileTable:
             self._files.pop(entry.key, None)
         os.close(entry.fd)
 
-    def get(self, key: FileKey) -> OpenFile | None:
+    def get(self, key: BackingKey) -> OpenFile | None:
         with self._lock:
             return self._files.get(key)
+
+    def __len__(self) -> int:
+        with self._lock:
+            return len(self._files)
 
     def close_all(self) -> None:
         with self._lock:
             entries = list(self._files.values())
             self._files.clear()
         for entry in entries:
-            with entry.lock:
+            with entry.lock.exclusive():
                 os.close(entry.fd)

@@ -1,16 +1,26 @@
-"""Reading secrets: from the tty, from a file, or from stdin (``--passfile -``).
+"""Reading secrets: from the tty, a file, stdin (``--passfile -``) or a command (``--passcmd``).
 
 Secrets never come from argv or the environment, where other users and logs can see
 them.  With ``-`` several secrets (old then new password; recovery key then password)
-are read as successive lines of stdin.
+are read as successive lines of stdin.  On a terminal people mistype: a password that
+does not unlock is asked again (three tries in all), and two new passwords that differ
+are asked again too; a file, stdin or a command gets one try, since asking again would
+read the same wrong answer.
 """
 
 from __future__ import annotations
 
 import getpass
 import sys
+from collections.abc import Callable
+from typing import TypeVar
 
-from vaultfs.errors import Interrupted, UsageError
+from vaultfs.errors import Interrupted, UsageError, WrongPassword
+from vaultfs.passcmd import PassCommand
+
+T = TypeVar("T")
+Source = str | PassCommand | None  # a file path, "-" for stdin, a command, or None for the tty
+TRIES = 3
 
 _stdin_lines: list[str] | None = None
 
@@ -43,22 +53,48 @@ def _prompt(prompt: str) -> str:
         raise Interrupted("no secret entered") from None
 
 
-def read_secret(source: str | None, prompt: str, what: str = "password", confirm: bool = False) -> str:
-    """Read one secret from ``source`` (a file path, ``-`` for stdin) or, if None, the tty."""
+def read_secret(source: Source, prompt: str, what: str = "password", confirm: bool = False) -> str:
+    """Read one secret from ``source`` (a file path, ``-`` for stdin, a PassCommand) or, if None, the tty."""
+    if isinstance(source, PassCommand):
+        return source.read()
     if source == "-":
         secret = _next_stdin_line()
     elif source is not None:
         secret = _read_file(source)
     else:
         if not sys.stdin.isatty():
-            raise UsageError(f"no terminal to ask the {what} on; use --passfile FILE or --passfile -")
-        secret = _prompt(prompt)
-        if confirm and _prompt(f"Repeat {what}: ") != secret:
-            raise UsageError(f"the two {what}s differ")
+            raise UsageError(f"no terminal to ask the {what} on; use --passfile FILE, --passfile - or --passcmd CMD")
+        secret = _ask(prompt, what, confirm)
     if not secret:
         raise UsageError(f"empty {what}" + (f" in {source}" if source not in (None, "-") else ""))
     return secret
 
 
-def read_password(passfile: str | None, prompt: str = "Password: ", confirm: bool = False) -> str:
+def _ask(prompt: str, what: str, confirm: bool) -> str:
+    """Prompt on the tty; with ``confirm``, ask twice and start over (three times) if they differ."""
+    for attempt in range(1, TRIES + 1):
+        secret = _prompt(prompt)
+        if not confirm or _prompt(f"Repeat {what}: ") == secret:
+            return secret
+        if attempt < TRIES:
+            print(f"vaultfs: the two {what}s differ, try again", file=sys.stderr)
+    raise UsageError(f"the two {what}s differed {TRIES} times")
+
+
+def read_password(passfile: Source, prompt: str = "Password: ", confirm: bool = False) -> str:
     return read_secret(passfile, prompt, "password", confirm)
+
+
+def unlock_with_retries(source: Source, unlock: Callable[[str], T], prompt: str = "Password: ") -> T:
+    """Call ``unlock(password)``; on the tty a wrong password is asked again, up to three tries."""
+    for attempt in range(1, TRIES + 1):
+        password = read_password(source, prompt)
+        try:
+            return unlock(password)
+        except WrongPassword:
+            if source is not None or attempt == TRIES:
+                raise
+            print("vaultfs: wrong password, try again", file=sys.stderr)
+        finally:
+            del password
+    raise AssertionError("unreachable")

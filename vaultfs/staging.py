@@ -1,66 +1,81 @@
 """Staged writes: a file written under a hidden name, then renamed into place in one step.
 
 ``import`` uses it so that an interrupted run leaves no half-written file visible and
-a second run resumes cleanly. A mixin of ``vault.Vault``; staging names are reserved
-(``vaultfs.tmp-*``), so listings never show them, and ``fsck --repair`` removes leftovers.
+a second run resumes cleanly.  Staging names are reserved (``vaultfs.tmp-*``), so
+listings never show them, and ``fsck --repair`` removes leftovers.
 """
 
 from __future__ import annotations
 
 import errno
 import os
-from typing import TYPE_CHECKING
+import stat
+from dataclasses import dataclass
 
+from vaultfs import backing
+from vaultfs.backing import TEMP_PREFIX
+from vaultfs.entries import Dir
 from vaultfs.filehandle import FileHandle
+from vaultfs.namespace import Namespace
+from vaultfs.openfiles import OpenFileTable
+from vaultfs.tree import lstat_at
 
-if TYPE_CHECKING:
-    from vaultfs.vault import Vault
-
-STAGING_PREFIX = "vaultfs.tmp-"  # reserved, so hidden: a file being imported is never visible half-written
+STAGING_PREFIX = TEMP_PREFIX  # reserved, so hidden: a file being imported is never visible half-written
 
 
-class StagingOps:
-    """Hidden staging files of ``vault.Vault``, published by one rename."""
+@dataclass(frozen=True)
+class Staged:
+    """A hidden new file in ``directory`` that ``publish`` gives its name."""
 
-    def create_staged(self: Vault, path: str, mode: int) -> tuple[FileHandle, str]:
-        """Open a hidden new file in ``path``'s directory; ``publish_staged`` gives it the name.
+    directory: Dir
+    backing_name: str
 
-        Until then it is a reserved ``vaultfs.tmp-*`` entry: invisible in listings, removed
-        by ``remove_staged`` or ``fsck --repair`` if the writer dies.
-        """
-        self._writable()
-        entry = self._entry(path)
-        staged = os.path.join(entry.parent.backing, STAGING_PREFIX + os.urandom(8).hex())
-        fd = os.open(staged, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, mode & 0o7777)
-        try:
-            opened = self.open_files.acquire(staged, path, True, new_file=True, fd=fd)
-        except BaseException:
-            os.unlink(staged)
-            raise
-        return FileHandle(self.open_files, opened, os.O_RDWR, path), staged
+    @property
+    def path(self) -> str:
+        return os.path.join(self.directory.backing, self.backing_name)
 
-    def publish_staged(self: Vault, staged: str, path: str, mode: int, atime_ns: int, mtime_ns: int) -> None:
-        """Set the staged file's mode and times, then rename it over ``path`` in one step."""
-        self._writable()
-        with self._ns_lock:
-            entry = self._entry(path)
-            if os.path.dirname(staged) != entry.parent.backing:
-                raise OSError(errno.EXDEV, "staged file is in another directory", path)
-            if os.path.isdir(entry.path) and not os.path.islink(entry.path):
-                raise OSError(errno.EISDIR, os.strerror(errno.EISDIR), path)
-            os.chmod(staged, mode & 0o7777)
-            os.utime(staged, ns=(atime_ns, mtime_ns))
-            self._write_sidecar(entry)
-            os.rename(staged, entry.path)
 
-    def remove_staged(self: Vault, dir_path: str) -> int:
+class Staging:
+    def __init__(self, namespace: Namespace, files: OpenFileTable) -> None:
+        self._ns = namespace
+        self._tree = namespace.tree
+        self._files = files
+
+    def create(self, directory: Dir, label: str, mode: int) -> tuple[FileHandle, Staged]:
+        """Open a hidden new file in ``directory``; until ``publish`` it is a reserved entry."""
+        self._ns.writable()
+        staged = Staged(directory, STAGING_PREFIX + os.urandom(8).hex())
+        with self._tree.dir_fd(directory) as fd:
+            new = backing.open_file_at(fd, staged.backing_name, os.O_RDWR | os.O_CREAT | os.O_EXCL, mode & 0o7777)
+            try:
+                opened = self._files.acquire(new, True, label, new_file=True)
+            except BaseException:
+                os.unlink(staged.backing_name, dir_fd=fd)
+                raise
+        return FileHandle(self._files, opened, os.O_RDWR, label), staged
+
+    def publish(self, staged: Staged, name: str, mode: int, atime_ns: int, mtime_ns: int) -> None:
+        """Set the staged file's mode and times, then rename it over ``name`` in one step."""
+        self._ns.writable()
+        tree = self._tree
+        with tree.lock, tree.dir_fd(staged.directory) as fd:
+            entry, st = tree.locate(staged.directory, name, fd)
+            if st is not None and stat.S_ISDIR(st.st_mode):
+                raise OSError(errno.EISDIR, os.strerror(errno.EISDIR), name)
+            backing.chmod_at(fd, staged.backing_name, mode)
+            os.utime(staged.backing_name, ns=(atime_ns, mtime_ns), dir_fd=fd, follow_symlinks=False)
+            tree.write_sidecar(fd, entry.backing_name)
+            os.rename(staged.backing_name, entry.backing_name.entry, src_dir_fd=fd, dst_dir_fd=fd)
+
+    def remove_leftovers(self, directory: Dir) -> int:
         """Delete staging files an interrupted writer left in a directory; return how many."""
-        self._writable()
-        directory = self._dir(dir_path)
+        self._ns.writable()
         removed = 0
-        with os.scandir(directory.backing) as entries:
-            for item in entries:
-                if item.name.startswith(STAGING_PREFIX):
-                    os.unlink(item.path)
+        with self._tree.dir_fd(directory) as fd:
+            with os.scandir(fd) as entries:
+                leftovers = [item.name for item in entries if item.name.startswith(STAGING_PREFIX)]
+            for name in leftovers:
+                if lstat_at(fd, name) is not None:
+                    os.unlink(name, dir_fd=fd)
                     removed += 1
         return removed

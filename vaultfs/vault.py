@@ -1,49 +1,44 @@
 """An unlocked vault as a Python API: every operation a filesystem needs, without FUSE.
 
-Plaintext paths are absolute strings ("/" is the root).  Every failure is an
-``OSError`` with the errno that rename(2), open(2) and friends would give; anything
-that fails authentication is ``IntegrityError`` (EIO).  ``fs.py`` is a thin adapter
-over this class; ``export``, ``import`` and the tests use it directly.
+Two ways in, one implementation: by (directory, name), which is what the FUSE layer's
+inode table holds (``lookup``, ``open_at``, ``mkdir_at`` ...), and by absolute plaintext
+path ("/" is the root), which is what export, import, fsck and the tests use
+(``getattr``, ``open``, ``mkdir`` ...).  Every failure is an ``OSError`` with the errno
+that open(2), rename(2) and friends would give; anything that fails authentication is
+``IntegrityError`` (EIO).  The parts live in their own modules: the backing tree
+(tree.py), namespace changes (namespace.py), conflict copies (conflictfix.py), staged
+writes (staging.py), the open-file table (openfiles.py); this class wires them together.
 """
 
 from __future__ import annotations
 
 import contextlib
 import errno
-import logging
 import os
 import stat
-import threading
 import time
 from collections import OrderedDict
+from collections.abc import Iterator
+from dataclasses import dataclass
 
 from vaultfs import backing
 from vaultfs.conflictfix import ConflictResolver
-from vaultfs.entries import Attr, Dir, Entry, split_path
+from vaultfs.entries import Attr, BackingKey, Dir, Entry, backing_key, join_path, split_path
 from vaultfs.errors import AlreadyExists, IntegrityError, UsageError
 from vaultfs.filehandle import FileHandle
 from vaultfs.format import blocks, keyfile
 from vaultfs.format.dirids import DirIds
 from vaultfs.format.keyfile import Config, KdfParams
 from vaultfs.format.keys import VaultKeys, new_master_key
-from vaultfs.format.names import (
-    LONG_SUFFIX,
-    MAX_BACKING_NAME,
-    MAX_SIDECAR_BYTES,
-    SHORT_SUFFIX,
-    SIDECAR_SUFFIX,
-    BackingName,
-    NameCipher,
-    is_reserved,
-)
+from vaultfs.format.names import BackingName, NameCipher
 from vaultfs.format.recovery import encode as encode_recovery_key
-from vaultfs.namespace import NamespaceOps
-from vaultfs.openfiles import OpenFileTable
-from vaultfs.staging import StagingOps
+from vaultfs.format.xattrs import XattrCipher
+from vaultfs.namespace import Namespace, Owner, give_to
+from vaultfs.openfiles import OpenFileTable, open_backing_file
+from vaultfs.staging import Staged, Staging
+from vaultfs.tree import BackingTree
+from vaultfs.xattrstore import XattrStore
 
-log = logging.getLogger("vaultfs")
-
-_DIR_CACHE_SIZE = 4096
 _FILE_KEY_CACHE_SIZE = 16384  # 32-byte keys: ~2 MiB at most; a backup of a few thousand media files stays cached
 
 
@@ -71,8 +66,25 @@ def init_vault(backing_dir: str, password: str, kdf: KdfParams | None = None) ->
     return encode_recovery_key(keys.master_key)
 
 
-class Vault(NamespaceOps, StagingOps):
-    """An unlocked vault. Namespace changes live in namespace.py, staged writes in staging.py."""
+@dataclass(frozen=True)
+class Found:
+    """An existing entry: where it is, its backing lstat and its plaintext attributes."""
+
+    entry: Entry
+    st: os.stat_result
+    attr: Attr
+
+    @property
+    def key(self) -> BackingKey:
+        return backing_key(self.st)
+
+    @property
+    def is_dir(self) -> bool:
+        return stat.S_ISDIR(self.st.st_mode)
+
+
+class Vault:
+    """An unlocked vault."""
 
     def __init__(self, backing_dir: str, keys: VaultKeys, config: Config, read_only: bool = False) -> None:
         self.backing = os.path.abspath(backing_dir)
@@ -82,16 +94,12 @@ class Vault(NamespaceOps, StagingOps):
         self.names = NameCipher(keys.name_key)
         self.dirids = DirIds(keys)
         self._file_keys: OrderedDict[bytes, bytes] = OrderedDict()
-        self.open_files = OpenFileTable(self._file_key, self.block_size)
-        self._ns_lock = threading.RLock()  # makes check-then-act metadata operations atomic
-        self._dir_cache: OrderedDict[str, Dir] = OrderedDict()
-        self._reported: set[str] = set()
-        root_ids = self.dirids.read_all(self.backing, "/")
-        if keys.root_dir_id not in root_ids:
-            raise IntegrityError("/: the root directory ID does not belong to this vault")
-        self._root = Dir(self.backing, root_ids)
-        self._virtual: dict[tuple[str, str], str] = {}  # read-only views of conflict copies
-        self.conflicts = ConflictResolver(self)
+        self.open_files = OpenFileTable(self.file_key, self.block_size)
+        self.tree = BackingTree(self.backing, keys, self.names, self.dirids)
+        self.ns = Namespace(self.tree, read_only)
+        self.conflicts = ConflictResolver(self.tree, self.file_key, self.block_size, read_only)
+        self.staging = Staging(self.ns, self.open_files)
+        self.xattrs = XattrStore(self.tree, XattrCipher(keys.master_key))
 
     @classmethod
     def unlock(cls, backing_dir: str, password: str, read_only: bool = False) -> Vault:
@@ -107,10 +115,9 @@ class Vault(NamespaceOps, StagingOps):
 
     def close(self) -> None:
         self.open_files.close_all()
+        self.tree.close()
 
-    # ------------------------------------------------------------ internals
-
-    def _file_key(self, file_id: bytes) -> bytes:
+    def file_key(self, file_id: bytes) -> bytes:
         key = self._file_keys.get(file_id)
         if key is None:
             key = self.keys.file_key(file_id)
@@ -119,220 +126,83 @@ class Vault(NamespaceOps, StagingOps):
                 self._file_keys.popitem(last=False)
         return key
 
-    def _writable(self) -> None:
-        if self.read_only:
-            raise OSError(errno.EROFS, "the vault is mounted read-only")
+    @property
+    def root(self) -> Dir:
+        return self.tree.root
 
-    def _report_once(self, backing_path: str, why: str) -> None:
-        if backing_path not in self._reported:
-            self._reported.add(backing_path)
-            log.warning("hidden invalid entry %s: %s", backing_path, why)
+    # ------------------------------------------------------------ attributes
 
-    def _dir(self, path: str) -> Dir:
-        parts = split_path(path)
-        key = "/" + "/".join(parts)
-        cached = self._dir_cache.get(key)
-        if cached is not None:
-            return cached
-        current = self._root
-        for depth, part in enumerate(parts):
-            entry = self._child(current, part)
-            try:
-                st = os.lstat(entry.path)
-            except FileNotFoundError:
-                raise OSError(errno.ENOENT, os.strerror(errno.ENOENT), path) from None
-            if not stat.S_ISDIR(st.st_mode):
-                raise OSError(errno.ENOTDIR, os.strerror(errno.ENOTDIR), path)
-            label = "/" + "/".join(parts[: depth + 1])
-            current = Dir(entry.path, self.dirids.read_all(entry.path, label))
-        self._dir_cache[key] = current
-        if len(self._dir_cache) > _DIR_CACHE_SIZE:
-            self._dir_cache.popitem(last=False)
-        return current
-
-    def _forget_dirs(self) -> None:
-        self._dir_cache.clear()
-
-    def _child(self, parent: Dir, name: str) -> Entry:
-        entry = Entry(parent, name, self.names.encrypt(name, parent.dir_id))
-        if len(parent.dir_ids) == 1 and not self._virtual:
-            return entry
-        if os.path.lexists(entry.path):
-            return entry
-        for other_id in parent.dir_ids[1:]:
-            candidate = Entry(parent, name, self.names.encrypt(name, other_id))
-            if os.path.lexists(candidate.path):
-                return candidate
-        virtual = self._virtual.get((parent.backing, name))
-        return Entry(parent, name, BackingName(virtual)) if virtual else entry
-
-    def _entry(self, path: str) -> Entry:
-        parts = split_path(path)
-        if not parts:
-            raise OSError(errno.EBUSY, "operation not allowed on the vault root")
-        return self._child(self._dir("/" + "/".join(parts[:-1])), parts[-1])
-
-    def _lstat(self, entry: Entry) -> os.stat_result:
-        try:
-            return os.lstat(entry.path)
-        except FileNotFoundError:
-            raise OSError(errno.ENOENT, os.strerror(errno.ENOENT)) from None
-
-    def _exists(self, entry: Entry) -> bool:
-        return os.path.lexists(entry.path)
-
-    def _attr(self, st: os.stat_result, backing_path: str) -> Attr:
+    def _attr(self, st: os.stat_result, fd: int, entry: Entry) -> Attr:
         if stat.S_ISREG(st.st_mode):
             size = blocks.plain_size(st.st_size, self.block_size)
             if size is None:
-                self._report_once(backing_path, "size fits no plaintext size (truncated file)")
+                self.tree.report_once(entry.path, "size fits no plaintext size (truncated file)")
                 size = 0
         elif stat.S_ISLNK(st.st_mode):
-            target = self.names.decrypt_symlink(os.readlink(backing_path))
+            target = self.names.decrypt_symlink(os.readlink(entry.backing_name.entry, dir_fd=fd))
             size = 0 if target is None else len(target.encode("utf-8", "surrogateescape"))
         else:
             size = st.st_size
         return Attr.from_stat(st, size)
 
-    def _write_sidecar(self, entry: Entry) -> None:
-        sidecar = entry.sidecar_path
-        if sidecar is None:
-            return
-        data = entry.backing_name.encoded.encode("ascii")
-        try:
-            backing.write_new_file(sidecar, data, 0o644)
-        except FileExistsError:
-            if backing.read_bounded(sidecar, MAX_SIDECAR_BYTES) != data:
-                backing.atomic_replace(sidecar, data, 0o644)
+    def _found(self, fd: int, entry: Entry, st: os.stat_result) -> Found:
+        return Found(entry, st, self._attr(st, fd, entry))
 
-    def _remove_sidecar(self, entry: Entry) -> None:
-        if entry.sidecar_path is not None:
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(entry.sidecar_path)
+    # ------------------------------------------------------------ by (directory, name)
 
-    def read_sidecar(self, directory: Dir, digest: str, stem: str | None = None) -> str | None:
-        """The full encoding a ``<digest>.vfl`` entry stands for, or None if its sidecar is bad."""
-        try:
-            text = backing.read_bounded(os.path.join(directory.backing, (stem or digest) + SIDECAR_SUFFIX),
-                                        MAX_SIDECAR_BYTES).decode("ascii")
-        except (OSError, UnicodeDecodeError):
-            return None
-        return text if self.names.sidecar_matches(digest, text) else None
+    def lookup(self, directory: Dir, name: str) -> Found:
+        with self.tree.dir_fd(directory) as fd:
+            entry, st = self.tree.locate(directory, name, fd)
+            if st is None:
+                raise OSError(errno.ENOENT, os.strerror(errno.ENOENT), name)
+            return self._found(fd, entry, st)
 
-    def decode_name(self, directory: Dir, backing_entry: str) -> str | None:
-        """Plaintext name of a ``.vfs``/``.vfl`` backing entry under any of the directory's IDs."""
-        if backing_entry.endswith(SHORT_SUFFIX):
-            encoded = backing_entry[: -len(SHORT_SUFFIX)]
-            if len(backing_entry) > MAX_BACKING_NAME:
-                return None
-        elif backing_entry.endswith(LONG_SUFFIX):
-            encoded = self.read_sidecar(directory, backing_entry[: -len(LONG_SUFFIX)])
-            if encoded is None or len(encoded) + len(SHORT_SUFFIX) <= MAX_BACKING_NAME:
-                return None  # missing sidecar, or a short name stored in the long form
-        else:
-            return None
-        for dir_id in directory.dir_ids:
-            name = self.names.decrypt_encoded(encoded, dir_id)
-            if name is not None:
-                return name
-        return None
+    def child_dir(self, found: Found) -> Dir:
+        """The Dir of a directory entry found by ``lookup`` or ``listdir_at``."""
+        if not found.is_dir:
+            raise OSError(errno.ENOTDIR, os.strerror(errno.ENOTDIR), found.entry.name)
+        return self.tree.child_dir(found.entry.parent, found.entry, found.st)
 
-    def scan(self, directory: Dir) -> list[tuple[str, str]]:
-        """(plaintext name, backing path) of every visible entry; conflict copies resolved.
+    def listdir_at(self, directory: Dir) -> list[Found]:
+        """Every visible entry, conflict copies resolved (writable) or shown under a conflict name."""
+        with self.tree.dir_fd(directory) as fd:
+            scanned, copies = self.tree.scan(directory, fd)
+            found = [self._found(fd, Entry(directory, name, BackingName(item)), st) for name, item, st in scanned]
+            for copy in copies:
+                resolved = self.conflicts.resolve(directory, copy)
+                if resolved is not None:
+                    name, item, st = resolved
+                    found.append(self._found(fd, Entry(directory, name, BackingName(item)), st))
+        return found
 
-        Reserved entries and sidecars are skipped; entries that do not decrypt here are
-        hidden and reported once.
-        """
-        result: list[tuple[str, str]] = []
-        copies: list[str] = []
-        with os.scandir(directory.backing) as entries:
-            for item in entries:
-                if is_reserved(item.name) or item.name.endswith(SIDECAR_SUFFIX):
-                    continue
-                name = self.decode_name(directory, item.name)
-                if name is not None:
-                    result.append((name, item.path))
-                elif self.conflicts.is_copy(item.name):
-                    copies.append(item.name)
-                else:
-                    self._report_once(item.path, "name does not decrypt in this directory")
-        for copy in sorted(copies):
-            resolved = self.conflicts.resolve(directory, copy)
-            if resolved is not None:
-                result.append(resolved)
-        return result
-
-    # ------------------------------------------------------------ queries
-
-    def getattr(self, path: str) -> Attr:
-        if not split_path(path):
-            return self._attr(os.lstat(self.backing), self.backing)
-        entry = self._entry(path)
-        return self._attr(self._lstat(entry), entry.path)
-
-    def listdir(self, path: str) -> list[tuple[str, Attr]]:
-        result = []
-        for name, backing_path in self.scan(self._dir(path)):
-            try:
-                result.append((name, self._attr(os.lstat(backing_path), backing_path)))
-            except FileNotFoundError:
-                continue  # removed while listing
-        return result
-
-    def readlink(self, path: str) -> str:
-        entry = self._entry(path)
-        try:
-            encoded = os.readlink(entry.path)
-        except FileNotFoundError:
-            raise OSError(errno.ENOENT, os.strerror(errno.ENOENT), path) from None
-        target = self.names.decrypt_symlink(encoded)
+    def readlink_at(self, directory: Dir, name: str) -> str:
+        with self.tree.dir_fd(directory) as fd:
+            entry, st = self.tree.locate(directory, name, fd)
+            if st is None:
+                raise OSError(errno.ENOENT, os.strerror(errno.ENOENT), name)
+            if not stat.S_ISLNK(st.st_mode):
+                raise OSError(errno.EINVAL, "not a symlink", name)
+            target = self.names.decrypt_symlink(os.readlink(entry.backing_name.entry, dir_fd=fd))
         if target is None:
-            raise IntegrityError(f"{path}: symlink target")
+            raise IntegrityError(f"{entry.path}: symlink target")
         return target
 
-    def statfs(self) -> dict[str, int]:
-        st = os.statvfs(self.backing)
-        return {
-            "f_bsize": st.f_bsize, "f_frsize": st.f_frsize, "f_blocks": st.f_blocks, "f_bfree": st.f_bfree,
-            "f_bavail": st.f_bavail, "f_files": st.f_files, "f_ffree": st.f_ffree, "f_favail": st.f_favail,
-            "f_namemax": 255,
-        }
-
-    # ------------------------------------------------------------ files
-
-    def create(self, path: str, mode: int, flags: int = os.O_RDWR) -> FileHandle:
-        self._writable()
-        with self._ns_lock:
-            entry = self._entry(path)
-            if self._exists(entry):
-                if flags & os.O_EXCL:
-                    raise OSError(errno.EEXIST, os.strerror(errno.EEXIST), path)
-                return self.open(path, flags & ~os.O_CREAT)
-            self._write_sidecar(entry)
-            fd = os.open(entry.path, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC,
-                         mode & 0o7777)
-            try:
-                opened = self.open_files.acquire(entry.path, path, True, new_file=True, fd=fd)
-            except BaseException:
-                os.unlink(entry.path)
-                self._remove_sidecar(entry)
-                raise
-        return FileHandle(self.open_files, opened, flags & ~(os.O_TRUNC | os.O_CREAT | os.O_EXCL), path)
-
-    def open(self, path: str, flags: int) -> FileHandle:
+    def open_at(self, directory: Dir, name: str, flags: int) -> FileHandle:
         accmode = flags & os.O_ACCMODE
         if accmode != os.O_RDONLY or flags & os.O_TRUNC:
-            self._writable()
-        if flags & os.O_CREAT:
-            return self.create(path, 0o666, flags)
-        entry = self._entry(path)
-        st = self._lstat(entry)
-        if stat.S_ISDIR(st.st_mode):
-            raise OSError(errno.EISDIR, os.strerror(errno.EISDIR), path)
-        if not stat.S_ISREG(st.st_mode):
-            raise OSError(errno.ELOOP if stat.S_ISLNK(st.st_mode) else errno.ENXIO, "not a regular file", path)
-        opened = self.open_files.acquire(entry.path, path, accmode != os.O_RDONLY)
-        handle = FileHandle(self.open_files, opened, flags, path)
+            self.ns.writable()
+        with self.tree.dir_fd(directory) as fd:
+            entry, st = self.tree.locate(directory, name, fd)
+            if st is None:
+                raise OSError(errno.ENOENT, os.strerror(errno.ENOENT), name)
+            if stat.S_ISDIR(st.st_mode):
+                raise OSError(errno.EISDIR, os.strerror(errno.EISDIR), name)
+            if not stat.S_ISREG(st.st_mode):
+                raise OSError(errno.ELOOP if stat.S_ISLNK(st.st_mode) else errno.ENXIO, "not a regular file", name)
+            new_fd, writable = open_backing_file(fd, entry.backing_name.entry, accmode != os.O_RDONLY)
+        label = join_path(directory.label, name)  # errors and logs name the plaintext path
+        opened = self.open_files.acquire(new_fd, writable, label)
+        handle = FileHandle(self.open_files, opened, flags, label)
         if flags & os.O_TRUNC and accmode != os.O_RDONLY:
             try:
                 handle.truncate(0)
@@ -340,6 +210,234 @@ class Vault(NamespaceOps, StagingOps):
                 handle.close()
                 raise
         return handle
+
+    def reopen(self, key: BackingKey, flags: int) -> FileHandle | None:
+        """Another handle on a file that is open already (reachable though all its names are gone)."""
+        opened = self.open_files.get(key)
+        if opened is None or (flags & os.O_ACCMODE != os.O_RDONLY and not opened.writable):
+            return None
+        opened.refs += 1
+        return FileHandle(self.open_files, opened, flags & ~os.O_TRUNC, opened.content.label)
+
+    def create_at(self, directory: Dir, name: str, mode: int, flags: int = os.O_RDWR,
+                  owner: Owner | None = None) -> tuple[FileHandle, Found]:
+        self.ns.writable()
+        with self.tree.lock, self.tree.dir_fd(directory) as fd:
+            entry, st = self.tree.locate(directory, name, fd)
+            if st is not None:
+                if flags & os.O_EXCL:
+                    raise OSError(errno.EEXIST, os.strerror(errno.EEXIST), name)
+                handle = self.open_at(directory, name, flags & ~os.O_CREAT)
+                return handle, self._found(fd, entry, handle.stat())
+            target = entry.backing_name.entry
+            self.tree.write_sidecar(fd, entry.backing_name)
+            new_fd = backing.open_file_at(fd, target, os.O_RDWR | os.O_CREAT | os.O_EXCL, mode & 0o7777)
+            try:
+                os.fchmod(new_fd, mode & 0o7777)  # exactly as asked: the caller's umask was applied already
+                give_to(fd, target, owner)
+                opened = self.open_files.acquire(new_fd, True, join_path(directory.label, name), new_file=True)
+            except BaseException:
+                os.unlink(target, dir_fd=fd)
+                self.tree.remove_sidecar(fd, entry.backing_name)
+                raise
+            handle = FileHandle(self.open_files, opened, flags & ~(os.O_TRUNC | os.O_CREAT | os.O_EXCL),
+                                opened.content.label)
+            return handle, self._found(fd, entry, handle.stat())
+
+    def _made(self, made: tuple[Entry, os.stat_result]) -> Found:
+        entry, st = made
+        with self.tree.dir_fd(entry.parent) as fd:
+            return self._found(fd, entry, st)
+
+    def mkdir_at(self, directory: Dir, name: str, mode: int, owner: Owner | None = None) -> Found:
+        return self._made(self.ns.mkdir(directory, name, mode, owner))
+
+    def mknod_at(self, directory: Dir, name: str, mode: int, rdev: int = 0, owner: Owner | None = None) -> Found:
+        if stat.S_IFMT(mode) in (0, stat.S_IFREG):
+            handle, found = self.create_at(directory, name, mode, os.O_WRONLY | os.O_EXCL, owner)
+            handle.close()
+            return found
+        return self._made(self.ns.mknod(directory, name, mode, rdev, owner))
+
+    def symlink_at(self, directory: Dir, name: str, target: str, owner: Owner | None = None) -> Found:
+        return self._made(self.ns.symlink(directory, name, target, owner))
+
+    def link_at(self, src_dir: Dir, src_name: str, directory: Dir, name: str) -> Found:
+        return self._made(self.ns.link(src_dir, src_name, directory, name))
+
+    def unlink_at(self, directory: Dir, name: str) -> os.stat_result:
+        return self.ns.unlink(directory, name)
+
+    def rmdir_at(self, directory: Dir, name: str) -> None:
+        self.ns.rmdir(directory, name)
+
+    def rename_at(self, old_dir: Dir, old: str, new_dir: Dir, new: str, flags: int = 0) -> os.stat_result | None:
+        return self.ns.rename(old_dir, old, new_dir, new, flags)
+
+    def setattr_at(self, directory: Dir | None, name: str, *, mode: int | None = None, uid: int = -1,
+                   gid: int = -1, atime_ns: int | None = None, mtime_ns: int | None = None) -> None:
+        """chmod / chown / utimens of an entry without following it (the root when directory is None)."""
+        self.ns.writable()
+        with self.tree.dir_fd(directory or self.root) as fd:
+            target = name if directory is not None else "."
+            if directory is not None:
+                entry, st = self.tree.locate(directory, name, fd)
+                if st is None:
+                    raise OSError(errno.ENOENT, os.strerror(errno.ENOENT), name)
+                target = entry.backing_name.entry
+            if uid != -1 or gid != -1:
+                os.chown(target, uid, gid, dir_fd=fd, follow_symlinks=False)
+            if mode is not None:
+                backing.chmod_at(fd, target, mode)
+            if atime_ns is not None or mtime_ns is not None:
+                current = os.stat(target, dir_fd=fd, follow_symlinks=False)
+                times = (current.st_atime_ns if atime_ns is None else atime_ns,
+                         current.st_mtime_ns if mtime_ns is None else mtime_ns)
+                os.utime(target, ns=times, dir_fd=fd, follow_symlinks=False)
+
+    def truncate_at(self, directory: Dir, name: str, size: int) -> None:
+        handle = self.open_at(directory, name, os.O_WRONLY)
+        try:
+            handle.truncate(size)
+        finally:
+            handle.close()
+
+    def open_attr(self, key: BackingKey) -> Attr | None:
+        """Attributes of a file that is open (its names may all be gone), or None if it is not."""
+        opened = self.open_files.get(key)
+        if opened is None:
+            return None
+        with opened.lock.shared():
+            return Attr.from_stat(os.fstat(opened.fd), opened.content.size)
+
+    def setattr_open(self, key: BackingKey, *, size: int | None = None, mode: int | None = None, uid: int = -1,
+                     gid: int = -1, atime_ns: int | None = None, mtime_ns: int | None = None) -> bool:
+        """Change an open file through its fd (no name involved); False if it is not open (writable for size)."""
+        opened = self.open_files.get(key)
+        if opened is None or (size is not None and not opened.writable):
+            return False
+        self.ns.writable()
+        with opened.lock.exclusive():
+            if size is not None:
+                opened.content.truncate(size)
+            if uid != -1 or gid != -1:
+                os.chown(opened.fd, uid, gid)
+            if mode is not None:
+                os.chmod(opened.fd, mode & 0o7777)
+            if atime_ns is not None or mtime_ns is not None:
+                current = os.fstat(opened.fd)
+                os.utime(opened.fd, ns=(current.st_atime_ns if atime_ns is None else atime_ns,
+                                        current.st_mtime_ns if mtime_ns is None else mtime_ns))
+        return True
+
+    @contextlib.contextmanager
+    def _xattr_fd(self, directory: Dir | None, name: str, key: BackingKey | None) -> Iterator[int]:
+        """The fd to reach an entry's attributes: an open file's own fd if it is open, else the entry's."""
+        opened = self.open_files.get(key) if key is not None else None
+        if opened is not None:
+            yield opened.fd
+            return
+        if directory is None and name != ".":
+            raise OSError(errno.ENOENT, "the file is gone")
+        with self.xattrs.entry_fd(directory, name) as fd:
+            yield fd
+
+    def getxattr_at(self, directory: Dir | None, name: str, xname: bytes, key: BackingKey | None = None) -> bytes:
+        self.xattrs.check(xname, setting=False)
+        with self._xattr_fd(directory, name, key) as fd:
+            return self.xattrs.get(fd, xname)
+
+    def setxattr_at(self, directory: Dir | None, name: str, xname: bytes, value: bytes,
+                    key: BackingKey | None = None) -> None:
+        self.xattrs.check(xname, setting=True)
+        self.ns.writable()
+        with self._xattr_fd(directory, name, key) as fd:
+            self.xattrs.set(fd, xname, value)
+
+    def listxattr_at(self, directory: Dir | None, name: str, key: BackingKey | None = None) -> list[bytes]:
+        try:
+            with self._xattr_fd(directory, name, key) as fd:
+                return self.xattrs.list(fd)
+        except PermissionError:  # symlinks and special files carry none
+            return []
+
+    def removexattr_at(self, directory: Dir | None, name: str, xname: bytes, key: BackingKey | None = None) -> None:
+        self.xattrs.check(xname, setting=False)
+        self.ns.writable()
+        with self._xattr_fd(directory, name, key) as fd:
+            self.xattrs.remove(fd, xname)
+
+    def dir_attr(self, directory: Dir) -> Attr:
+        with self.tree.dir_fd(directory) as fd:
+            st = os.fstat(fd)
+        return Attr.from_stat(st, st.st_size)
+
+    def access_at(self, directory: Dir | None, name: str, mode: int) -> bool:
+        """access(2) as the user the vault runs as: the backing entry carries the plaintext mode and owner."""
+        with self.tree.dir_fd(directory or self.root) as fd:
+            target = "."
+            if directory is not None:
+                entry, st = self.tree.locate(directory, name, fd)
+                if st is None:
+                    raise OSError(errno.ENOENT, os.strerror(errno.ENOENT), name)
+                target = entry.backing_name.entry
+            return mode == os.F_OK or os.access(target, mode, dir_fd=fd, follow_symlinks=False)
+
+    def statfs(self) -> dict[str, int]:
+        """The backing filesystem's space and inode counts; names up to 255 bytes (not the backing's limit)."""
+        with self.tree.dir_fd(self.root) as fd:
+            st = os.fstatvfs(fd)
+        return {
+            "f_bsize": st.f_bsize, "f_frsize": st.f_frsize, "f_blocks": st.f_blocks, "f_bfree": st.f_bfree,
+            "f_bavail": st.f_bavail, "f_files": st.f_files, "f_ffree": st.f_ffree, "f_favail": st.f_favail,
+            "f_namemax": 255,
+        }
+
+    def fsyncdir_at(self, directory: Dir) -> None:
+        with self.tree.dir_fd(directory) as fd:
+            os.fsync(fd)
+
+    def decode_name(self, directory: Dir, backing_entry: str) -> str | None:
+        """Plaintext name of a backing entry of ``directory`` (fsck), or None."""
+        with self.tree.dir_fd(directory) as fd:
+            return self.tree.decode_name(directory, backing_entry, fd)
+
+    def read_sidecar(self, directory: Dir, digest: str) -> str | None:
+        with self.tree.dir_fd(directory) as fd:
+            return self.tree.read_sidecar(fd, digest)
+
+    # ------------------------------------------------------------ by path (tools, tests)
+
+    def locate(self, path: str) -> Entry:
+        """Where the entry at ``path`` lives (or would live) in the backing dir."""
+        directory, name = self._split(path)
+        with self.tree.dir_fd(directory) as fd:
+            return self.tree.locate(directory, name, fd)[0]
+
+    def _split(self, path: str) -> tuple[Dir, str]:
+        parts = split_path(path)
+        if not parts:
+            raise OSError(errno.EBUSY, "operation not allowed on the vault root")
+        return self.tree.resolve("/" + "/".join(parts[:-1])), parts[-1]
+
+    def getattr(self, path: str) -> Attr:
+        if not split_path(path):
+            return self.dir_attr(self.root)
+        return self.lookup(*self._split(path)).attr
+
+    def listdir(self, path: str) -> list[tuple[str, Attr]]:
+        return [(found.entry.name, found.attr) for found in self.listdir_at(self.tree.resolve(path))]
+
+    def readlink(self, path: str) -> str:
+        return self.readlink_at(*self._split(path))
+
+    def create(self, path: str, mode: int, flags: int = os.O_RDWR) -> FileHandle:
+        return self.create_at(*self._split(path), mode, flags)[0]
+
+    def open(self, path: str, flags: int) -> FileHandle:
+        if flags & os.O_CREAT:
+            return self.create(path, 0o666, flags)
+        return self.open_at(*self._split(path), flags)
 
     def truncate(self, path: str, size: int) -> None:
         handle = self.open(path, os.O_WRONLY)
@@ -349,58 +447,78 @@ class Vault(NamespaceOps, StagingOps):
             handle.close()
 
     def mknod(self, path: str, mode: int, dev: int = 0) -> None:
-        self._writable()
-        kind = stat.S_IFMT(mode)
-        if kind in (0, stat.S_IFREG):
-            self.create(path, mode, os.O_WRONLY | os.O_EXCL).close()
-            return
-        if kind not in (stat.S_IFIFO, stat.S_IFSOCK):
-            raise OSError(errno.EPERM, "device nodes are not supported", path)
-        with self._ns_lock:
-            entry = self._entry(path)
-            if self._exists(entry):
-                raise OSError(errno.EEXIST, os.strerror(errno.EEXIST), path)
-            self._write_sidecar(entry)
-            os.mknod(entry.path, mode)
+        self.mknod_at(*self._split(path), mode, dev)
 
-    # ------------------------------------------------------------ metadata
+    def mkdir(self, path: str, mode: int) -> None:
+        self.mkdir_at(*self._split(path), mode)
 
-    def _backing_path(self, path: str) -> str:
-        if not split_path(path):
-            return self.backing
-        entry = self._entry(path)
-        self._lstat(entry)
-        return entry.path
+    def rmdir(self, path: str) -> None:
+        self.rmdir_at(*self._split(path))
+
+    def unlink(self, path: str) -> None:
+        self.unlink_at(*self._split(path))
+
+    def rename(self, old: str, new: str, flags: int = 0) -> None:
+        old_dir, old_name = self._split(old)
+        new_dir, new_name = self._split(new)
+        self.rename_at(old_dir, old_name, new_dir, new_name, flags)
+
+    def link(self, existing: str, new: str) -> None:
+        self.link_at(*self._split(existing), *self._split(new))
+
+    def symlink(self, target: str, path: str) -> None:
+        self.symlink_at(*self._split(path), target)
+
+    def _setattr(self, path: str, **changes: int | None) -> None:
+        if split_path(path):
+            self.setattr_at(*self._split(path), **changes)  # type: ignore[arg-type]
+        else:
+            self.setattr_at(None, ".", **changes)  # type: ignore[arg-type]
 
     def chmod(self, path: str, mode: int) -> None:
-        self._writable()
-        os.chmod(self._backing_path(path), mode & 0o7777)
+        self._setattr(path, mode=mode)
 
     def chown(self, path: str, uid: int, gid: int) -> None:
-        self._writable()
-        os.chown(self._backing_path(path), uid, gid, follow_symlinks=False)
+        self._setattr(path, uid=uid, gid=gid)
 
     def utime(self, path: str, atime_ns: int | None, mtime_ns: int | None) -> None:
-        self._writable()
-        target = self._backing_path(path)
-        if atime_ns is None and mtime_ns is None:
-            os.utime(target, follow_symlinks=False)
-            return
         if atime_ns is None or mtime_ns is None:
             now = time.time_ns()
             atime_ns = now if atime_ns is None else atime_ns
             mtime_ns = now if mtime_ns is None else mtime_ns
-        os.utime(target, ns=(atime_ns, mtime_ns), follow_symlinks=False)
+        self._setattr(path, atime_ns=atime_ns, mtime_ns=mtime_ns)
 
     def access(self, path: str, mode: int) -> None:
-        """access(2) for the mounting user: the backing entry carries the same mode and owner.
-
-        Only meaningful when the caller is the user the vault runs as, which is the case
-        without --allow-other (with it, the kernel checks modes itself).
-        """
-        target = self._backing_path(path)
-        if mode != os.F_OK and not os.access(target, mode, follow_symlinks=False):
+        """access(2) for the user the vault runs as (see ``access_at``)."""
+        place = self._split(path) if split_path(path) else (None, ".")
+        if not self.access_at(*place, mode):
             raise OSError(errno.EACCES, os.strerror(errno.EACCES), path)
 
     def fsyncdir(self, path: str) -> None:
-        backing.fsync_dir(self._dir(path).backing)
+        self.fsyncdir_at(self.tree.resolve(path))
+
+    def _xattr_target(self, path: str) -> tuple[Dir | None, str]:
+        return self._split(path) if split_path(path) else (None, ".")
+
+    def listxattr(self, path: str) -> list[bytes]:
+        return self.listxattr_at(*self._xattr_target(path))
+
+    def getxattr(self, path: str, name: bytes) -> bytes:
+        return self.getxattr_at(*self._xattr_target(path), name)
+
+    def setxattr(self, path: str, name: bytes, value: bytes) -> None:
+        self.setxattr_at(*self._xattr_target(path), name, value)
+
+    def create_staged(self, path: str, mode: int) -> tuple[FileHandle, Staged]:
+        directory, name = self._split(path)
+        return self.staging.create(directory, path, mode)
+
+    def publish_staged(self, staged: Staged, path: str, mode: int, atime_ns: int, mtime_ns: int) -> None:
+        directory, name = self._split(path)
+        if directory is not staged.directory:
+            raise OSError(errno.EXDEV, "staged file is in another directory", path)
+        self.staging.publish(staged, name, mode, atime_ns, mtime_ns)
+
+    def remove_staged(self, dir_path: str) -> int:
+        return self.staging.remove_leftovers(self.tree.resolve(dir_path))
+

@@ -86,6 +86,11 @@ class EncryptedFile:
         backing.pwrite_all(fd, header + block, 0)
         os.ftruncate(fd, blocks.HEADER_SIZE + len(block))
 
+    @property
+    def block_size(self) -> int:
+        """Plaintext bytes per block (the offset math of callers that reserve space needs it)."""
+        return self._bs
+
     def _set_header(self, header: bytes, file_id: bytes) -> None:
         self._header = header
         self._gcm = crypto.Gcm(self._key_for(file_id))

@@ -9,8 +9,11 @@ See docs/format.md section 4.
 
 from __future__ import annotations
 
+import contextlib
 import json
+import logging
 import os
+import re
 import time
 import unicodedata
 from dataclasses import dataclass, field
@@ -19,8 +22,10 @@ from vaultfs import backing, crypto
 from vaultfs.errors import ConfigDamaged, NotAVault, UnsupportedFormat, VaultIOError, WrongPassword
 from vaultfs.format.keys import VaultKeys
 
+log = logging.getLogger(__name__)
+
 CONFIG_NAME = "vaultfs.conf"
-BACKUP_NAME = "vaultfs.conf.bak"
+LEGACY_BACKUP_NAME = "vaultfs.conf.bak"  # older versions kept the previous config here: removed on write
 FORMAT_NAME = "vaultfs"
 FORMAT_VERSION = 1
 CIPHER_SUITE = "AES-256-GCM+AES-SIV-512+HKDF-SHA256"
@@ -29,7 +34,9 @@ BLOCK_SIZE = 4096
 SALT_SIZE = 32
 WRAPPED_KEY_SIZE = 12 + 32 + 16
 MAX_CONFIG_BYTES = 64 * 1024
+MAX_SLOTS = 4  # init, passwd and recover write one; a config with more is refused before any KDF runs
 UNLOCK_TARGET_SECONDS = 1.0
+_LOWER_HEX = re.compile(r"[0-9a-f]*")
 
 
 @dataclass(frozen=True)
@@ -41,10 +48,20 @@ class KdfParams:
     parallelism: int
 
     def check_bounds(self) -> None:
-        """Cap parameters read from an untrusted file before spending memory on them."""
-        p = self.parallelism
-        if not (1 <= p <= 64 and 8 * p <= self.memory_kib <= 4 * 1024 * 1024 and 1 <= self.time_cost <= 64):
-            raise ConfigDamaged(f"argon2id parameters out of range: {self}")
+        """Cap parameters read from an untrusted file before spending memory and time on them.
+
+        The caps are the most that ``init``/``passwd`` ever write (``KDF_MAX``), so an
+        edited config can make an unlock cost at most one honest maximal slot per slot:
+        argon2id runs before anything is authenticated.
+        """
+        for name, value, low, high in (
+            ("parallelism", self.parallelism, 1, KDF_MAX.parallelism),
+            ("time_cost", self.time_cost, 1, KDF_MAX.time_cost),
+            ("memory_kib", self.memory_kib, 8 * max(1, self.parallelism), KDF_MAX.memory_kib),
+        ):
+            if not low <= value <= high:
+                raise ConfigDamaged(f"argon2id {name} {value} is out of range {low}..{high} "
+                                    f"(vaultfs never writes more than {KDF_MAX_TEXT}; refused before running it)")
 
     def below_floor(self) -> bool:
         return (
@@ -55,6 +72,10 @@ class KdfParams:
 
 
 KDF_FLOOR = KdfParams(memory_kib=64 * 1024, time_cost=3, parallelism=4)  # RFC 9106, second recommendation
+# The most init/passwd/recover write: calibrate_kdf stops at 1 GiB and 16 passes; more lanes than
+# 16 buy nothing on a reasonable machine.  Readers refuse anything above before running argon2id.
+KDF_MAX = KdfParams(memory_kib=1024 * 1024, time_cost=16, parallelism=16)
+KDF_MAX_TEXT = "1 GiB, 16 passes, 16 lanes"
 TEST_KDF = KdfParams(memory_kib=1024, time_cost=1, parallelism=1)
 
 
@@ -74,11 +95,11 @@ def calibrate_kdf(target_seconds: float = UNLOCK_TARGET_SECONDS) -> KdfParams:
     """
     params = KDF_FLOOR
     seconds = _time_kdf(params)
-    while params.memory_kib < 1024 * 1024 and seconds * 2.3 <= target_seconds:
+    while params.memory_kib < KDF_MAX.memory_kib and seconds * 2.3 <= target_seconds:
         params = KdfParams(params.memory_kib * 2, params.time_cost, params.parallelism)
         seconds = _time_kdf(params)
     for _ in range(2):  # refine the pass count on real runs: timings at this size are noisy
-        passes = max(KDF_FLOOR.time_cost, min(16, round(params.time_cost * target_seconds / seconds)))
+        passes = max(KDF_FLOOR.time_cost, min(KDF_MAX.time_cost, round(params.time_cost * target_seconds / seconds)))
         if passes == params.time_cost:
             break
         params = KdfParams(params.memory_kib, passes, params.parallelism)
@@ -168,12 +189,10 @@ def _int(value: object, what: str) -> int:
 
 
 def _hex(value: object, size: int, what: str) -> bytes:
-    if not isinstance(value, str) or len(value) != 2 * size or value != value.lower():
+    # bytes.fromhex alone would also take spaces and upper case: canonical digits only.
+    if not isinstance(value, str) or len(value) != 2 * size or not _LOWER_HEX.fullmatch(value):
         raise ConfigDamaged(f"{what} is not {size} bytes of lowercase hex")
-    try:
-        return bytes.fromhex(value)
-    except ValueError:
-        raise ConfigDamaged(f"{what} is not hex") from None
+    return bytes.fromhex(value)
 
 
 def _unique_members(pairs: list[tuple[str, object]]) -> dict[str, object]:
@@ -184,38 +203,57 @@ def _unique_members(pairs: list[tuple[str, object]]) -> dict[str, object]:
     return document
 
 
+def _shown(value: object) -> str:
+    """A value from the file for a one-line message: repr, cut short (the file is hostile)."""
+    text = repr(value)
+    return text if len(text) <= 40 else text[:37] + "..."
+
+
 def parse_config(raw: bytes) -> Config:
-    """Parse vaultfs.conf strictly; raise ConfigDamaged / UnsupportedFormat."""
+    """Parse vaultfs.conf strictly; raise ConfigDamaged / UnsupportedFormat.
+
+    Every count and cost is checked here, before any KDF runs: nothing in the file is
+    authenticated until a slot has been opened.
+    """
     try:
         document = json.loads(raw.decode("utf-8"), object_pairs_hook=_unique_members)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+    except (UnicodeDecodeError, ValueError) as exc:  # JSONDecodeError, and integers over 4,300 digits
         raise ConfigDamaged(f"not valid JSON ({exc.__class__.__name__})") from None
+    except RecursionError:  # arrays or objects nested thousands deep: the parser's stack, not ours
+        raise ConfigDamaged("not a vaultfs config (JSON nested too deeply)") from None
     if not isinstance(document, dict) or document.get("format") != FORMAT_NAME:
         raise ConfigDamaged("not a vaultfs config")
     version = document.get("version")
-    if version != FORMAT_VERSION:
-        raise UnsupportedFormat(f"version {version!r}; this vaultfs reads version {FORMAT_VERSION}")
+    if type(version) is not int or version != FORMAT_VERSION:
+        raise UnsupportedFormat(f"version {_shown(version)}; this vaultfs reads version {FORMAT_VERSION}")
     _expect_keys(document, {"format", "version", "vault_id", "cipher_suite", "block_size", "name_encoding",
                             "slots", "mac"}, "the config")
     if document["cipher_suite"] != CIPHER_SUITE or document["name_encoding"] != NAME_ENCODING:
-        raise UnsupportedFormat(f"cipher suite {document['cipher_suite']!r} / {document['name_encoding']!r}")
+        raise UnsupportedFormat(f"cipher suite {_shown(document['cipher_suite'])} / "
+                                f"{_shown(document['name_encoding'])}")
     if _int(document["block_size"], "block_size") != BLOCK_SIZE:
-        raise UnsupportedFormat(f"block size {document['block_size']}")
+        raise UnsupportedFormat(f"block size {_shown(document['block_size'])}")
     slots_json = document["slots"]
-    if not isinstance(slots_json, list) or not 1 <= len(slots_json) <= 64:
-        raise ConfigDamaged("slots must be a list of 1 to 64 key slots")
+    if not isinstance(slots_json, list) or not slots_json:
+        raise ConfigDamaged("slots must be a non-empty list of key slots")
+    if len(slots_json) > MAX_SLOTS:
+        raise ConfigDamaged(f"slots: {len(slots_json)} key slots, more than the cap of {MAX_SLOTS} "
+                            "(vaultfs writes one; each costs an argon2id run before anything is authenticated)")
     slots = []
-    for entry in slots_json:
+    for number, entry in enumerate(slots_json, 1):
         _expect_keys(entry, {"id", "type", "kdf", "wrapped_key"}, "a key slot")
         if entry["type"] != "password":
-            raise UnsupportedFormat(f"key slot type {entry['type']!r}")
+            raise UnsupportedFormat(f"key slot type {_shown(entry['type'])}")
         kdf_json = _expect_keys(entry["kdf"], {"algorithm", "memory_kib", "time_cost", "parallelism", "salt"},
                                 "a slot's kdf")
         if kdf_json["algorithm"] != "argon2id":
-            raise UnsupportedFormat(f"KDF {kdf_json['algorithm']!r}")
+            raise UnsupportedFormat(f"KDF {_shown(kdf_json['algorithm'])}")
         kdf = KdfParams(_int(kdf_json["memory_kib"], "memory_kib"), _int(kdf_json["time_cost"], "time_cost"),
                         _int(kdf_json["parallelism"], "parallelism"))
-        kdf.check_bounds()
+        try:
+            kdf.check_bounds()
+        except ConfigDamaged as exc:
+            raise ConfigDamaged(f"key slot {number}: {exc.detail}") from None
         slot_id = _int(entry["id"], "slot id")
         if not 1 <= slot_id <= 65535:
             raise ConfigDamaged("slot id out of range")
@@ -253,8 +291,22 @@ def unwrap(config: Config, password: str, verify: bool = True) -> VaultKeys:
         keys = VaultKeys.derive(master_key)
         if verify:
             config.verify(keys)
+        _warn_if_below_floor(slot)
         return keys
     raise WrongPassword()
+
+
+def _warn_if_below_floor(slot: Slot) -> None:
+    """Say so when the slot that opened is cheaper than the floor (made with --insecure-kdf-for-tests).
+
+    The parameters are authentic here (they are in the slot's AAD), so this is the
+    vault's real state, not something an attacker planted.
+    """
+    if slot.kdf.below_floor():
+        kdf = slot.kdf
+        log.warning("warning: key slot %d uses test-only argon2id parameters below the floor (memory %d KiB, "
+                    "time cost %d, parallelism %d): run `vaultfs passwd` to protect this vault properly",
+                    slot.slot_id, kdf.memory_kib, kdf.time_cost, kdf.parallelism)
 
 
 # ---------------------------------------------------------------- files
@@ -271,26 +323,38 @@ def check_backing_dir(backing_dir: str) -> None:
 
 
 def load_config(backing_dir: str) -> Config:
-    """Read and strictly parse the config, falling back to vaultfs.conf.bak if the live one is gone."""
+    """Read and strictly parse the config (a FIFO, socket or directory in its place is damage)."""
     check_backing_dir(backing_dir)
-    for name in (CONFIG_NAME, BACKUP_NAME):
-        path = os.path.join(backing_dir, name)
-        try:
-            raw = backing.read_bounded(path, MAX_CONFIG_BYTES)
-        except FileNotFoundError:
-            continue
-        except OSError as exc:
-            raise VaultIOError(f"{path}: {exc.strerror}") from None
-        return parse_config(raw)
-    if os.path.exists(os.path.join(backing_dir, "vaultfs.dirid")):
-        raise NotAVault(f"{backing_dir} has no vaultfs.conf; restore it with `vaultfs recover --rebuild-config`")
-    raise NotAVault(f"{backing_dir} has no vaultfs.conf")
+    path = config_path(backing_dir)
+    try:
+        raw = backing.read_bounded(path, MAX_CONFIG_BYTES)
+    except FileNotFoundError:
+        if os.path.exists(os.path.join(backing_dir, "vaultfs.dirid")):
+            raise NotAVault(f"{backing_dir} has no vaultfs.conf; restore it with `vaultfs recover --rebuild-config`"
+                            ) from None
+        raise NotAVault(f"{backing_dir} has no vaultfs.conf") from None
+    except backing.NotRegularFile as exc:
+        raise ConfigDamaged(f"{path} is {exc.kind}, not a regular file") from None
+    except OSError as exc:
+        raise VaultIOError(f"{path}: {exc.strerror}") from None
+    return parse_config(raw)
 
 
 def write_config(backing_dir: str, config: Config) -> None:
+    """Replace vaultfs.conf atomically, leaving no copy of the config it replaces.
+
+    The old config holds a slot for the old password: a copy of it in the synced
+    folder would keep that password working after ``passwd`` (issue 11).  The rename
+    over the live file is the crash safety: at every instant ``vaultfs.conf`` is the
+    old or the new config, and the temp file (the new config) never outlives a write
+    that returned.  A ``vaultfs.conf.bak`` left by an older vaultfs is removed first, so
+    no step after it can leave that old slot behind.
+    """
+    legacy = os.path.join(backing_dir, LEGACY_BACKUP_NAME)
     try:
-        backing.atomic_replace(config_path(backing_dir), config.serialize(), 0o600,
-                               backup=os.path.join(backing_dir, BACKUP_NAME))
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(legacy)
+        backing.atomic_replace(config_path(backing_dir), config.serialize(), 0o600)
     except OSError as exc:
         raise VaultIOError(f"writing {config_path(backing_dir)}: {exc.strerror}") from None
 
@@ -310,11 +374,11 @@ def change_password(backing_dir: str, old_password: str, new_password: str, kdf:
     write_config(backing_dir, new_config(keys, new_password, kdf))
 
 
-def recover(backing_dir: str, keys: VaultKeys, new_password: str, kdf: KdfParams, rebuild: bool) -> None:
-    """Set a new password with the master key (from the recovery key).
+def check_recovery_key(backing_dir: str, keys: VaultKeys, rebuild: bool) -> None:
+    """Prove that the master key (from the recovery key) belongs to this vault, before any prompt.
 
-    With ``rebuild`` the config is written anew from the master key alone, after the
-    root's sealed directory ID proved that the key belongs to this vault.
+    With ``rebuild`` the proof is the root's sealed directory ID (the config may be
+    gone); otherwise the config's vault ID and MAC.
     """
     from vaultfs.errors import IntegrityError, WrongRecoveryKey
     from vaultfs.format.dirids import DirIds  # dirids sits beside keyfile; imported here to keep keyfile standalone
@@ -335,4 +399,9 @@ def recover(backing_dir: str, keys: VaultKeys, new_password: str, kdf: KdfParams
             config.verify(keys)
         except ConfigDamaged as exc:
             raise ConfigDamaged(f"{exc.detail}; rerun with --rebuild-config to write a new one") from None
+
+
+def recover(backing_dir: str, keys: VaultKeys, new_password: str, kdf: KdfParams, rebuild: bool) -> None:
+    """Set a new password with the master key (from the recovery key); ``rebuild``: config written anew."""
+    check_recovery_key(backing_dir, keys, rebuild)
     write_config(backing_dir, new_config(keys, new_password, kdf))

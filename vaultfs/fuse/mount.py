@@ -1,15 +1,17 @@
-"""Mount lifecycle: check the mountpoint, unlock, serve FUSE, lock.
+"""Mount lifecycle: check the mountpoint, unlock, seal, serve FUSE, fail closed.
 
 ``vaultfs mount`` unlocks in the foreground (so a wrong password is a clear error and
 nothing gets mounted), then forks the daemon, which serves FUSE from the already
 unlocked vault: the key never travels.  The parent returns only when the daemon's
 ``init`` callback has run, i.e. the kernel connected and the mount answers.
 
-The daemon's pid and the mountpoint's mode live in a state file (state.py).
+The daemon's pid and what it reports about itself live in a state file (state.py,
+activity.py) that goes away with the mount.
 
-Fail closed: after every unmount the empty mountpoint gets mode 0, so an app that
-writes its nightly backup while the vault is locked fails instead of writing
-plaintext (root bypasses modes: the README says so); ``mount`` restores the mode.
+Fail closed: before the first mount the empty mountpoint is sealed (seal.py: mode 0,
+and for root the immutable attribute or a read-only mount), and the vault is mounted on
+top of the seal, so that whatever ends the mount, a job that writes its nightly backup
+into the bare directory fails instead of writing plaintext to the local disk.
 """
 
 from __future__ import annotations
@@ -19,32 +21,36 @@ import logging
 import os
 import select
 import shutil
-import stat
+import signal
 import subprocess
 import sys
 import threading
 import time
+from dataclasses import dataclass
 from typing import Any
 
-from vaultfs import errors
+from vaultfs import errors, hardening
 from vaultfs import log as vlog
+from vaultfs.fuse import activity, seal
+from vaultfs.fuse.notify import notify
+from vaultfs.fuse.serve import check_fuse, claim_backing, serve
 from vaultfs.fuse.state import (
     MountState,
     canonical,
     daemon_alive,
     is_stale,
     load_state,
-    mounted,
+    mount_stack,
     process_start,
+    prune_states,
     save_state,
     state_path,
 )
 
 log = logging.getLogger(__name__)
 
-DEFAULT_MODE = 0o755
-MAX_IO = 1 << 20  # bytes per FUSE read request (also max_write, set in fs.init_with_config)
 READY_TIMEOUT = 60.0  # seconds the parent waits for the daemon's mount to answer
+REPORT_INTERVAL = 1.0  # seconds between the daemon's status reports (only written when changed)
 
 
 def fusermount(*flags: str, mountpoint: str) -> subprocess.CompletedProcess[str]:
@@ -57,23 +63,6 @@ def fusermount(*flags: str, mountpoint: str) -> subprocess.CompletedProcess[str]
 # ---- checks before asking for the password ------------------------------------------
 
 
-def check_fuse() -> None:
-    """Fail early, with the fix, where FUSE cannot work at all."""
-    try:
-        fd = os.open("/dev/fuse", os.O_RDWR)
-    except OSError as e:
-        raise errors.FuseUnavailable(f"/dev/fuse: {e.strerror}") from None
-    os.close(fd)
-    try:
-        from vaultfs.fuse import fs
-    except (OSError, AttributeError) as e:  # mfusepy: no libfuse / wrong ABI
-        raise errors.FuseUnavailable(str(e)) from None
-    if fs.fuse_version()[0] != 3:
-        raise errors.FuseUnavailable(f"libfuse {'.'.join(map(str, fs.fuse_version()))} found, libfuse3 needed")
-    if os.geteuid() != 0 and not (shutil.which("fusermount3") or shutil.which("fusermount")):
-        raise errors.FuseUnavailable("fusermount3 not found")
-
-
 def describe_entries(path: str, limit: int = 5) -> str:
     names = sorted(os.listdir(path))
     shown = [n + ("/" if os.path.isdir(os.path.join(path, n)) else "") for n in names[:limit]]
@@ -82,17 +71,20 @@ def describe_entries(path: str, limit: int = 5) -> str:
 
 
 def prepare_mountpoint(mountpoint: str, backing: str) -> int | None:
-    """Validate the mountpoint and undo the fail-closed mode 0.
+    """Validate the mountpoint before the password is asked; open what the mount needs opened.
 
-    Returns the mode the directory had before (to put back if the mount fails), or
-    None when it was left untouched.
+    Returns the mode to put back if the mount fails (seal.open_for_mount), or None.
     """
-    if mounted(mountpoint) or is_stale(mountpoint):
-        if is_stale(mountpoint) or not daemon_alive(load_state(mountpoint)):
+    stack = mount_stack(mountpoint)
+    if stack and stack[-1] != ("tmpfs", seal.SEAL_SOURCE):
+        kind = stack[-1][0]
+        if kind == "fuse.vaultfs" and (is_stale(mountpoint) or not daemon_alive(load_state(mountpoint))):
             raise errors.MountError(
                 f"{mountpoint} holds a stale mount left by a daemon that died; run `vaultfs lock {mountpoint}`"
             )
-        raise errors.MountError(f"{mountpoint} is already mounted")
+        if kind == "fuse.vaultfs":
+            raise errors.MountError(f"{mountpoint} is already mounted")
+        raise errors.MountError(f"{mountpoint} is already mounted ({kind})")
     if not os.path.lexists(mountpoint):
         raise errors.MountError(f"mountpoint {mountpoint} does not exist")
     if not os.path.isdir(mountpoint) or os.path.islink(mountpoint):
@@ -102,118 +94,100 @@ def prepare_mountpoint(mountpoint: str, backing: str) -> int | None:
         # Inside the backing dir the sync client would upload the plaintext view;
         # a backing dir inside the mount would recurse into itself.
         raise errors.UsageError("the mountpoint and the vault directory must not contain one another")
-    old_mode = stat.S_IMODE(os.stat(mountpoint).st_mode)
-    touched = None
-    if old_mode == 0:
-        state = load_state(mountpoint)
-        os.chmod(mountpoint, state.mode if state and state.mode else DEFAULT_MODE)
-        touched = old_mode
+    try:
+        opened = seal.open_for_mount(mountpoint)
+    except OSError as e:
+        raise errors.MountError(f"mountpoint {mountpoint}: {e.strerror}") from None
     try:
         entries = os.listdir(mountpoint)
     except OSError as e:
-        restore_mode(mountpoint, touched)
+        seal.restore(mountpoint, opened)
         raise errors.MountError(f"mountpoint {mountpoint}: {e.strerror}") from None
     if entries:
-        restore_mode(mountpoint, touched)
+        seal.restore(mountpoint, opened)
         raise errors.MountError(
             f"mountpoint {mountpoint} is not empty (it holds {describe_entries(mountpoint)}); "
             "move that away, mount, then move it into the vault"
         )
-    return touched
+    return opened
 
 
-def restore_mode(mountpoint: str, mode: int | None) -> None:
-    if mode is not None:
-        with contextlib.suppress(OSError):
-            os.chmod(mountpoint, mode)
-
-
-def fail_closed(mountpoint: str) -> None:
-    """Mode 0 on the empty, unmounted mountpoint: the app's writes fail while locked."""
+def fail_closed(mountpoint: str) -> str:
+    """After an unmount: make sure the bare mountpoint is sealed; say how (for the log)."""
+    stack = mount_stack(mountpoint)
+    if stack and stack[-1] != ("tmpfs", seal.SEAL_SOURCE):
+        return f"still covered by {stack[-1][0]}"
     try:
-        if not mounted(mountpoint) and os.path.isdir(mountpoint) and not os.listdir(mountpoint):
-            os.chmod(mountpoint, 0)
-    except OSError as e:
-        log.warning("could not set mode 0 on %s: %s", mountpoint, e.strerror)
+        leftovers = os.listdir(mountpoint)
+    except OSError:  # a user's mode-0 directory: nobody could write there either
+        leftovers = []
+    if leftovers:
+        log.warning("%s holds %s, written while the vault was not mounted (not part of the vault)",
+                    mountpoint, describe_entries(mountpoint))
+    return "sealed: " + seal.seal(mountpoint).describe()
 
 
 # ---- serving --------------------------------------------------------------------------
 
 
-def fuse_options(args: Any) -> dict[str, Any]:
-    """mfusepy keyword options for this mount (see docs: why each one)."""
-    opts: dict[str, Any] = {
-        "fsname": "vaultfs",
-        "subtype": "vaultfs",
-        "max_read": MAX_IO,
-    }
-    if args.allow_other:
-        # Other users: the kernel must enforce modes for each caller (DESIGN.md). For the
-        # mounting user alone the daemon's own access to the backing files, which carry
-        # the same modes, already does; skipping the kernel's check saves a GETATTR per
-        # directory on every path lookup (stat 3,100 -> 8,400/s measured).
-        opts["allow_other"] = True
-        opts["default_permissions"] = True
-    if args.read_only:
-        opts["ro"] = True
-    for group in args.fuse_options or []:
-        for item in filter(None, group.split(",")):
-            key, sep, value = item.partition("=")
-            opts[key] = value if sep else True
-    return opts
+def idle_watch(ops: Any, mountpoint: str, idle: float | None, stop: threading.Event) -> None:
+    """The daemon's watcher: report open files and the last access for ``vaultfs status``;
+    with ``idle``, unmount once nothing touched the vault for that long and no file is open.
 
-
-def raise_readahead(mountpoint: str) -> None:
-    """Let the kernel read ahead MAX_IO per request instead of its default 128 KiB.
-
-    FUSE_INIT can only lower the kernel's read-ahead, so this is set afterwards, through
-    the mount's backing-device entry in sysfs (root only; otherwise the default stays).
-    One 1 MiB read request instead of eight of 128 KiB: cold sequential reads measured
-    about 20-25% faster (docs/performance.md).
+    The idle lock never cuts anything off: ``fusermount3 -u`` (not lazy) fails while a
+    file or a working directory is open in the mount, and the lock is tried again later.
     """
-    try:
-        dev = os.stat(mountpoint).st_dev  # answered once the INIT reply is through
-        with open(f"/sys/class/bdi/{os.major(dev)}:{os.minor(dev)}/read_ahead_kb", "w") as f:
-            f.write(str(MAX_IO // 1024))
-    except OSError as e:
-        log.debug("read-ahead stays at the kernel default: %s", e)
-
-
-def idle_watch(ops: Any, mountpoint: str, idle: float, stop: threading.Event) -> None:
-    """Unmount once nothing touched the vault for `idle` seconds and no file is open."""
-    interval = max(0.2, min(idle / 4, 5.0))
+    # Keep SIGTERM/SIGINT/SIGHUP for libfuse's loop: a signal delivered to this thread
+    # would not wake it, and the daemon would only notice at the next request.
+    signal.pthread_sigmask(signal.SIG_BLOCK, (signal.SIGTERM, signal.SIGINT, signal.SIGHUP))
+    interval = REPORT_INTERVAL if not idle else max(0.2, min(idle / 4, REPORT_INTERVAL))
     while not stop.wait(interval):
-        if ops.open_handles() or time.monotonic() - ops.last_access < idle:
+        handles, last = ops.open_handles(), ops.last_access
+        activity.report(mountpoint, handles, last)
+        if not idle or handles or time.monotonic() - last < idle:
             continue
+        activity.idle_locked(idle)
         result = fusermount("-u", mountpoint=mountpoint)
         if result.returncode == 0:
-            log.info("idle for %.0f s: locked %s", idle, mountpoint)
             return
+        activity.idle_locked(None)
         log.info("idle lock postponed: %s", result.stderr.strip())
 
 
-def serve(vault: Any, args: Any, mountpoint: str, on_ready: Any) -> None:
-    """Run FUSE until unmounted (lock, signal, idle); the vault is closed afterwards."""
-    from vaultfs.fuse import fs
+@dataclass
+class Prepared:
+    """An unlocked vault and a checked mountpoint, not mounted yet (``run`` mounts it later)."""
 
-    def ready() -> None:
-        on_ready()
-        threading.Thread(target=raise_readahead, args=(mountpoint,), daemon=True).start()
+    vault: Any
+    args: Any
+    state: MountState
+    opened: int | None  # mode to put back if the mount fails
+    was_sealed: bool
+    mode_before: int | None
 
-    ops = fs.VaultOperations(vault, on_ready=ready)
-    stop = threading.Event()
-    if args.idle:
-        threading.Thread(target=idle_watch, args=(ops, mountpoint, args.idle, stop), daemon=True).start()
-    try:
-        fs.VaultFUSE(ops, mountpoint, foreground=True, nothreads=False, **fuse_options(args))
-    except RuntimeError as e:  # fuse_main failed: libfuse printed why on stderr
-        raise errors.MountError(f"libfuse could not mount {mountpoint} (status {e})") from None
-    finally:
-        stop.set()
-        ops.destroy("/")  # idempotent: also when libfuse never called destroy
+    def start(self, detach: bool = True) -> int:
+        """Seal the mountpoint underneath, then mount on top of it."""
+        mountpoint = self.state.mountpoint
+        if not self.was_sealed and os.geteuid() == 0:
+            seal.seal(mountpoint)
+        try:
+            if detach:
+                return run_detached(self.vault, self.args, self.state)
+            return run_foreground(self.vault, self.args, self.state)
+        except BaseException:
+            if self.state.pid is None:  # never mounted: put the mountpoint back as it was
+                self.abandon()
+            raise
+
+    def abandon(self) -> None:
+        if not self.was_sealed and os.geteuid() == 0 and not mount_stack(self.state.mountpoint):
+            with contextlib.suppress(OSError, subprocess.CalledProcessError):
+                seal.release(self.state.mountpoint, 0o755 if self.mode_before is None else self.mode_before)
+        seal.restore(self.state.mountpoint, self.opened)
 
 
-def cmd_mount(args: Any) -> int:
+def prepare(args: Any, foreground: bool = False) -> Prepared:
+    """Everything before the mount: checks, then the password (three tries on a tty)."""
     from vaultfs import passwords
     from vaultfs.vault import Vault
 
@@ -222,24 +196,31 @@ def cmd_mount(args: Any) -> int:
     if args.log:
         args.log = os.path.abspath(args.log)  # the daemon changes to /
     check_fuse()
-    touched = prepare_mountpoint(mountpoint, backing)
+    prune_states()
+    mode_before = _mode(mountpoint)
+    opened = prepare_mountpoint(mountpoint, backing)
+    was_sealed = seal.inspect(mountpoint).holds_root or (os.geteuid() != 0 and mode_before == 0)
     try:
-        password = passwords.read_password(args.passfile, prompt="Password: ")
-        vault = Vault.unlock(backing, password, read_only=args.read_only)
-        del password
+        claim_backing(backing)  # one mount per backing dir: held (inherited by the daemon) until it exits
+        vault = passwords.unlock_with_retries(
+            args.passfile, lambda password: Vault.unlock(backing, password, read_only=args.read_only))
     except BaseException:
-        restore_mode(mountpoint, touched)
+        seal.restore(mountpoint, opened)
         raise
-    mode = stat.S_IMODE(os.stat(mountpoint).st_mode)
-    state = MountState(mountpoint=mountpoint, backing=backing, mode=mode or DEFAULT_MODE)
+    state = MountState(mountpoint=mountpoint, backing=backing, idle=args.idle, read_only=bool(args.read_only),
+                       log=log_destination(args, foreground))
+    return Prepared(vault, args, state, opened, was_sealed, mode_before)
+
+
+def _mode(path: str) -> int | None:
     try:
-        if args.foreground:
-            return run_foreground(vault, args, state)
-        return run_detached(vault, args, state)
-    except errors.MountError:
-        if state.pid is None:  # never mounted: put the mountpoint back as it was
-            restore_mode(mountpoint, touched)
-        raise
+        return os.lstat(path).st_mode & 0o7777
+    except OSError:
+        return None
+
+
+def cmd_mount(args: Any) -> int:
+    return prepare(args, foreground=args.foreground).start(detach=not args.foreground)
 
 
 def log_path(mountpoint: str) -> str:
@@ -247,32 +228,48 @@ def log_path(mountpoint: str) -> str:
     return os.path.splitext(state_path(mountpoint))[0] + ".log"
 
 
+def log_destination(args: Any, foreground: bool) -> str | None:
+    """Where the daemon's records go (vlog.setup decides the same way): a file, "syslog", or None (stderr)."""
+    if args.log:
+        return args.log
+    if foreground:
+        return None
+    return "syslog" if os.path.exists(vlog.SYSLOG_SOCKET) else log_path(canonical(args.mountpoint))
+
+
 def _announce(state: MountState) -> str:
     return f"vaultfs: {state.backing} is mounted at {state.mountpoint}"
 
 
+def _mounted(state: MountState) -> None:
+    """The mount answers: record the daemon in the state file."""
+    state.pid, state.start = os.getpid(), process_start(os.getpid())
+    state.started = time.time()
+    save_state(state)
+
+
 def run_foreground(vault: Any, args: Any, state: MountState) -> int:
     vlog.setup(foreground=True, logfile=args.log)
+    hardening.harden_daemon(vault.keys)  # no core dump, no same-user ptrace, keys mlocked
 
     def ready() -> None:
-        state.pid, state.start = os.getpid(), process_start(os.getpid())
-        save_state(state)
+        _mounted(state)
         print(_announce(state), flush=True)
+        notify(f"READY=1\nSTATUS=mounted {state.backing} at {state.mountpoint}\nMAINPID={os.getpid()}")
 
     try:
         serve(vault, args, state.mountpoint, ready)
     finally:
         if state.pid is not None:
+            notify("STOPPING=1")
             finish(state)
     return 0
 
 
 def finish(state: MountState) -> None:
-    """After unmount: fail closed and forget the pid (the saved mode stays for the next mount)."""
-    fail_closed(state.mountpoint)
+    """After unmount: make sure the mountpoint is sealed, log the end, drop the state file."""
+    activity.ended(state, fail_closed(state.mountpoint))
     state.pid = state.start = None
-    with contextlib.suppress(OSError):
-        save_state(state)
     from vaultfs.remote import mounthook
 
     mounthook.after_unmount(state.mountpoint)  # REMOTE:PATH: rclone's mount goes down too, after its uploads
@@ -298,6 +295,7 @@ def run_detached(vault: Any, args: Any, state: MountState) -> int:
         with contextlib.suppress(ChildProcessError):
             os.waitpid(pid, 0)
         raise errors.MountError(message or "the mount daemon exited before the mount answered")
+    state.pid = pid
     try:
         os.stat(state.mountpoint)  # the mount answers (blocks until the INIT reply)
     except OSError as e:
@@ -329,11 +327,13 @@ def _wait_ready(read_fd: int) -> str | None:
 def _daemon(vault: Any, args: Any, state: MountState, write_fd: int) -> int:
     """Child side: new session, logs to file/syslog, serve until unmounted."""
     os.setsid()
+    signal.pthread_sigmask(signal.SIG_SETMASK, ())  # `vaultfs run` forks with SIGTERM & co. blocked
     try:
         vlog.setup(foreground=False, logfile=args.log, fallback=log_path(state.mountpoint))
     except OSError as e:
         os.write(write_fd, f"E--log {args.log}: {e.strerror}".encode())
         return errors.MountError.exit_code
+    hardening.harden_daemon(vault.keys)  # no core dump, no same-user ptrace, keys mlocked
     os.chdir("/")
     null = os.open(os.devnull, os.O_RDWR)
     os.dup2(null, 0)
@@ -344,8 +344,7 @@ def _daemon(vault: Any, args: Any, state: MountState, write_fd: int) -> int:
     os.dup2(captured, 2)
 
     def ready() -> None:
-        state.pid, state.start = os.getpid(), process_start(os.getpid())
-        save_state(state)
+        _mounted(state)
         os.dup2(null, 2)
         os.write(write_fd, b"R")
         os.close(write_fd)
@@ -369,5 +368,4 @@ def _daemon(vault: Any, args: Any, state: MountState, write_fd: int) -> int:
     finally:
         if state.pid is not None:
             finish(state)
-    log.info("unmounted %s", state.mountpoint)
     return 0

@@ -1,19 +1,28 @@
 """Where vaultfs remembers its mounts: state files, the mount table, live daemons.
 
-One small JSON file per mountpoint under the runtime directory (``/run/vaultfs`` for
+One small JSON file per live mount under the runtime directory (``/run/vaultfs`` for
 root, ``$XDG_RUNTIME_DIR/vaultfs`` or ``/tmp/vaultfs-UID`` otherwise;
 ``VAULTFS_RUN_DIR`` overrides) holds the daemon's pid and start time, so that a
-recycled pid is never signalled and a zombie counts as exited, and the mountpoint's
-mode from before it was locked, so that ``mount`` can restore it.
+recycled pid is never signalled and a zombie counts as exited, where the daemon logs,
+and what the daemon last reported about itself (open files, last access: what
+``vaultfs status`` shows).  The daemon removes it when the mount ends; ``lock`` removes
+the one of a daemon that died; ``mount`` and ``status`` prune files whose daemon is gone
+and whose mount is gone too, so they never pile up.
+
+``lock`` leaves a second, short-lived file for the daemon (``<hash>.ending.json``):
+who ended the mount and which processes it cut off, for the daemon's last log line.
 """
 
 from __future__ import annotations
 
+import contextlib
 import errno
+import glob
 import hashlib
 import json
 import os
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
+from typing import Any
 
 FUSE_TYPE = "fuse.vaultfs"
 
@@ -22,9 +31,15 @@ FUSE_TYPE = "fuse.vaultfs"
 class MountState:
     mountpoint: str
     backing: str
-    mode: int  # mountpoint mode to restore on the next mount
     pid: int | None = None
     start: str | None = None  # /proc/PID/stat start time: guards against pid reuse
+    started: float | None = None  # time.time() when the mount answered
+    log: str | None = None  # where the daemon logs: a file, "syslog", or None (its stderr)
+    idle: float | None = None  # --idle, seconds
+    read_only: bool = False
+    # reported by the running daemon (at most once a second, only when they change):
+    last_access: float | None = None  # time.time() of the last FUSE request
+    open_handles: int | None = None  # files the kernel holds open
 
 
 def run_dir() -> str:
@@ -49,14 +64,63 @@ def state_path(mountpoint: str) -> str:
     return os.path.join(run_dir(), f"{digest}.json")
 
 
-def load_state(mountpoint: str) -> MountState | None:
+def _read(path: str) -> MountState | None:
     try:
-        with open(state_path(mountpoint), encoding="utf-8") as f:
+        with open(path, encoding="utf-8") as f:
             data = json.load(f)
-        state = MountState(**data)
-    except (OSError, ValueError, TypeError):
+        known = {f.name for f in fields(MountState)}
+        return MountState(**{k: v for k, v in data.items() if k in known})  # older files: extra keys
+    except (OSError, ValueError, TypeError, AttributeError):
         return None
-    return state if state.mountpoint == mountpoint else None
+
+
+def load_state(mountpoint: str) -> MountState | None:
+    state = _read(state_path(mountpoint))
+    return state if state is not None and state.mountpoint == mountpoint else None
+
+
+def all_states() -> list[MountState]:
+    """Every state file of this user's runtime directory."""
+    found = []
+    for path in sorted(glob.glob(os.path.join(glob.escape(run_dir()), "*.json"))):
+        if not path.endswith(".ending.json") and (state := _read(path)) is not None:
+            found.append(state)
+    return found
+
+
+def remove_state(mountpoint: str) -> None:
+    """The mount ended: its state file (and any ending note) go."""
+    base = os.path.splitext(state_path(mountpoint))[0]
+    for path in (base + ".json", base + ".ending.json"):
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(path)
+
+
+def prune_states() -> None:
+    """Remove state files whose daemon is gone and whose mount is gone as well."""
+    for state in all_states():
+        if not daemon_alive(state) and not vaultfs_mounted(state.mountpoint):
+            remove_state(state.mountpoint)
+
+
+def save_ending(mountpoint: str, note: dict[str, Any]) -> None:
+    """``lock`` tells the daemon who ends the mount and what was cut off (it logs that)."""
+    path = os.path.splitext(state_path(mountpoint))[0] + ".ending.json"
+    tmp = f"{path}.{os.getpid()}.tmp"
+    with open(tmp, "w", encoding="utf-8") as f:
+        json.dump(note, f)
+    os.replace(tmp, path)
+
+
+def take_ending(mountpoint: str) -> dict[str, Any] | None:
+    path = os.path.splitext(state_path(mountpoint))[0] + ".ending.json"
+    try:
+        with open(path, encoding="utf-8") as f:
+            note = json.load(f)
+        os.unlink(path)
+    except (OSError, ValueError):
+        return None
+    return note if isinstance(note, dict) else None
 
 
 def save_state(state: MountState) -> None:
@@ -97,15 +161,58 @@ def _unescape(field: str) -> str:
     return "".join(out)
 
 
-def mount_type(mountpoint: str) -> str | None:
-    """File system type mounted exactly at mountpoint, or None (works for dead FUSE mounts too)."""
+def mount_table() -> list[tuple[str, str, str]]:
+    """(mountpoint, type, source) of every mount in this namespace, in mount order."""
+    table = []
+    with open("/proc/self/mountinfo", encoding="utf-8", errors="surrogateescape") as f:
+        for line in f:
+            parts = line.split()
+            if len(parts) > 4 and "-" in parts:
+                sep = parts.index("-")
+                source = _unescape(parts[sep + 2]) if len(parts) > sep + 2 else ""
+                table.append((_unescape(parts[4]), parts[sep + 1], source))
+    return table
+
+
+def mount_id(mountpoint: str) -> int | None:
+    """The ID (mountinfo's first field, fdinfo's ``mnt_id``) of the mount on top at mountpoint."""
     found = None
     with open("/proc/self/mountinfo", encoding="utf-8", errors="surrogateescape") as f:
         for line in f:
-            fields = line.split()
-            if len(fields) > 4 and _unescape(fields[4]) == mountpoint:
-                found = fields[fields.index("-") + 1]  # the last one mounted there wins
+            parts = line.split()
+            if len(parts) > 4 and _unescape(parts[4]) == mountpoint:
+                found = int(parts[0])
     return found
+
+
+def fuse_owner(mountpoint: str) -> int | None:
+    """The uid a FUSE mount belongs to (its ``user_id=`` option), None if unknown."""
+    owner = None
+    with open("/proc/self/mountinfo", encoding="utf-8", errors="surrogateescape") as f:
+        for line in f:
+            parts = line.split()
+            if len(parts) > 4 and _unescape(parts[4]) == mountpoint and "-" in parts:
+                for option in parts[-1].split(","):
+                    if option.startswith("user_id=") and option[8:].isdigit():
+                        owner = int(option[8:])
+    return owner
+
+
+def mount_stack(mountpoint: str) -> list[tuple[str, str]]:
+    """(type, source) of the mounts exactly at mountpoint, bottom first (dead FUSE mounts too)."""
+    return [(kind, source) for where, kind, source in mount_table() if where == mountpoint]
+
+
+def mount_type(mountpoint: str) -> str | None:
+    """File system type on top at mountpoint, or None."""
+    stack = mount_stack(mountpoint)
+    return stack[-1][0] if stack else None
+
+
+def mounts_below(mountpoint: str) -> list[str]:
+    """Mountpoints strictly inside ``mountpoint`` (they keep it busy)."""
+    prefix = mountpoint.rstrip("/") + "/"
+    return [where for where, _, _ in mount_table() if where.startswith(prefix)]
 
 
 def mounted(mountpoint: str) -> bool:

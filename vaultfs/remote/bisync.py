@@ -52,6 +52,8 @@ def sync(backing: str, remote: Remote, force: bool = False) -> SyncResult:
         if local_id is None and remote_id is None:
             raise NotAVault(f"neither {backing} nor {remote} holds a vault")
         guard.check_same_vault(local_id, remote_id, backing, remote)
+        if remote_id is not None:
+            guard.drop_stale_config(remote)
         workdir = _workdir(backing, remote)
         inflight = Inflight(workdir)
         result = SyncResult()

@@ -11,7 +11,6 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import hashlib
-import json
 import os
 from collections.abc import Iterator
 
@@ -20,7 +19,7 @@ from vaultfs.format import keyfile
 from vaultfs.fuse import state as mountstate
 from vaultfs.remote import rclone
 from vaultfs.remote.rclone import Remote
-from vaultfs.remote.rules import PULL_STAGING
+from vaultfs.remote.rules import PULL_STAGING, STALE_CONFIG
 
 
 def state_dir() -> str:
@@ -38,50 +37,48 @@ def pair_key(backing: str, remote: Remote) -> str:
 
 
 def mounted_at(backing: str) -> str | None:
-    """The mountpoint where ``backing`` is mounted now, or None."""
+    """The mountpoint where ``backing`` is mounted now, or None (the mount's state files say)."""
     real = os.path.realpath(backing)
-    try:
-        names = os.listdir(mountstate.run_dir())
-    except FileNotFoundError:
-        return None
-    for name in names:
-        if not name.endswith(".json"):
-            continue
-        try:
-            with open(os.path.join(mountstate.run_dir(), name), encoding="utf-8") as f:
-                data = json.load(f)
-            mountpoint, where = str(data["mountpoint"]), str(data["backing"])
-        except (OSError, ValueError, KeyError, TypeError):
-            continue
-        if not where or os.path.realpath(where) != real:
-            continue
-        state = mountstate.load_state(mountpoint)
-        if mountstate.daemon_alive(state) or mountstate.vaultfs_mounted(mountpoint):
-            return mountpoint
+    for state in mountstate.all_states():
+        if state.backing and os.path.realpath(state.backing) == real and (
+                mountstate.daemon_alive(state) or mountstate.vaultfs_mounted(state.mountpoint)):
+            return state.mountpoint
     return None
 
 
-def check_not_mounted(backing: str) -> None:
-    mountpoint = mounted_at(backing)
-    if mountpoint is not None:
-        raise VaultBusy(f"{backing} is mounted at {mountpoint}; lock it first (vaultfs lock {mountpoint}), "
-                        "so that no half-written file leaves the machine")
+def _refuse_mounted(backing: str, where: str | None) -> VaultBusy:
+    at = f" at {where}; lock it first (vaultfs lock {where})" if where else "; lock it first"
+    return VaultBusy(f"{backing} is mounted{at}, so that no half-written file leaves the machine")
 
 
 @contextlib.contextmanager
 def exclusive(backing: str) -> Iterator[None]:
-    """One push, pull or sync at a time per backing dir."""
+    """Hold the backing dir for one push, pull or sync: not mounted now, not mountable meanwhile.
+
+    A mount daemon holds an flock on its backing directory until it exits (fuse/serve.py
+    claim_backing); taking the same flock here refuses a mounted vault and keeps a
+    mount from starting in the middle of a transfer.  A lock file in the state dir also
+    covers a backing dir that does not exist yet (a first pull).
+    """
     digest = hashlib.sha256(os.path.realpath(backing).encode("utf-8", "surrogateescape")).hexdigest()[:24]
-    fd = os.open(os.path.join(state_dir(), f"{digest}.lock"), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    fds = [os.open(os.path.join(state_dir(), f"{digest}.lock"), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)]
     try:
         try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            fcntl.flock(fds[0], fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             raise VaultBusy(f"another push, pull or sync of {backing} is running") from None
-        check_not_mounted(backing)
+        if (where := mounted_at(backing)) is not None:
+            raise _refuse_mounted(backing, where)
+        if os.path.isdir(backing):
+            fds.append(os.open(backing, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC))
+            try:
+                fcntl.flock(fds[1], fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                raise _refuse_mounted(backing, None) from None
         yield
     finally:
-        os.close(fd)
+        for fd in fds:
+            os.close(fd)
 
 
 def local_vault_id(backing: str) -> bytes | None:
@@ -90,8 +87,7 @@ def local_vault_id(backing: str) -> bytes | None:
         if os.path.lexists(backing):
             raise NotAVault(f"{backing} is not a directory")
         return None
-    if not os.path.lexists(os.path.join(backing, keyfile.CONFIG_NAME)) and not \
-            os.path.lexists(os.path.join(backing, keyfile.BACKUP_NAME)):
+    if not os.path.lexists(os.path.join(backing, keyfile.CONFIG_NAME)):
         if any(name != PULL_STAGING for name in os.listdir(backing)):
             raise AlreadyExists(f"{backing} is not empty and holds no vault (no vaultfs.conf)")
         return None
@@ -107,6 +103,13 @@ def remote_vault_id(remote: Remote) -> bytes | None:
         return keyfile.parse_config(raw).vault_id
     except VaultError as exc:
         raise NotAVault(f"{remote.child(keyfile.CONFIG_NAME)}: {exc.message}") from None
+
+
+def drop_stale_config(remote: Remote) -> None:
+    """An older vaultfs kept the previous config as vaultfs.conf.bak: on the remote it would keep an old
+    password working after ``passwd`` (issue 11), so push and sync delete it there."""
+    rclone.run(["delete", remote.text, "--max-depth", "1", "--filter", f"+ /{STALE_CONFIG}", "--filter", "- **"],
+               ok_codes=(0, *rclone.NOT_FOUND_CODES))
 
 
 def check_same_vault(local_id: bytes | None, remote_id: bytes | None, backing: str, remote: Remote) -> None:

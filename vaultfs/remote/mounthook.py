@@ -21,7 +21,7 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 from vaultfs.errors import LockError, MountError, NotAVault, UploadPending
-from vaultfs.fuse.state import canonical, daemon_alive, load_state, mount_type, vaultfs_mounted
+from vaultfs.fuse.state import canonical, daemon_alive, load_state, vaultfs_mounted
 from vaultfs.remote import guard, rclone, rmount
 from vaultfs.remote.rclone import Remote
 
@@ -40,7 +40,7 @@ def mount_remote(args: Any, mount_command: Callable[[Any], int]) -> int:
     """rclone's mount of REMOTE:PATH first, then the vault on top of it; rclone goes down on failure."""
     remote = rclone.remote_of(args.backing)
     mountpoint = canonical(args.mountpoint)
-    if mount_type(mountpoint) is not None:  # never touch the rclone mount under a live vault
+    if vaultfs_mounted(mountpoint):  # never touch the rclone mount under a live vault
         raise MountError(f"{mountpoint} is already mounted")
     if guard.remote_vault_id(remote) is None:
         raise NotAVault(f"{remote} holds no vault (no vaultfs.conf)")

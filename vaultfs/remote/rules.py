@@ -19,12 +19,14 @@ PULL_STAGING = "vaultfs.pull"  # pull's own staging dir in the backing root (tra
 # rclone filter patterns: without "/" a pattern matches a file's name at any depth.
 EXCLUDED = (
     "vaultfs.tmp-*",  # staged writes of import (staging.py), unfinished until renamed
-    "*.tmp",  # atomic replacement of vaultfs.conf and its .bak (backing.atomic_replace)
+    "*.tmp",  # atomic replacement of vaultfs.conf (backing.atomic_replace)
     ".fuse_hidden*",  # libfuse's names for files deleted while open
     f"/{PULL_STAGING}/**",  # files pull has fetched but not yet put in place
+    "/vaultfs.conf.bak",  # an older vaultfs's copy of the previous config: it keeps an old password working
 )
 
-CONFIG_FILES = ("vaultfs.conf", "vaultfs.conf.bak")  # transferred last: a half copy is not yet a vault
+CONFIG_FILES = ("vaultfs.conf",)  # transferred last: a half copy is not yet a vault
+STALE_CONFIG = "vaultfs.conf.bak"  # deleted from the remote by push and sync (issue 11)
 
 # rclone bisync's conflict copies: 1.58-1.65 rename both sides to NAME..path1 / NAME..path2;
 # later versions add .conflictN.
@@ -43,7 +45,7 @@ def filter_args(*, config: bool = True) -> list[str]:
 
 
 def config_only_args() -> list[str]:
-    """rclone flags that let only the root's vaultfs.conf and its .bak through."""
+    """rclone flags that let only the root's vaultfs.conf through."""
     rules = [f"+ /{name}" for name in CONFIG_FILES] + ["- **"]
     return ["--max-depth", "1", *(arg for rule in rules for arg in ("--filter", rule))]
 

@@ -73,7 +73,7 @@ def _files_from(paths: list[str]) -> str:
 
 def _copy_runs(runs: _Runs, source: str, dest: str, unsure: list[str], compare: str, extra: list[str],
                delete: bool = False) -> None:
-    """Unsure files unconditionally, then the data, then vaultfs.conf (and .bak)."""
+    """Unsure files unconditionally, then the data, then vaultfs.conf."""
     data_unsure = [p for p in unsure if p not in rules.CONFIG_FILES]
     if data_unsure:
         listing = _files_from(data_unsure)
@@ -98,6 +98,7 @@ def push(backing: str, remote: Remote, delete: bool = False) -> Result:
         guard.check_same_vault(local_id, guard.remote_vault_id(remote), backing, remote)
         result = Result(compare=rclone.features(remote).compare)
         manifest, unsure = _unsure(backing, remote, result.compare)
+        guard.drop_stale_config(remote)
         runs = _Runs("push", result)
         try:
             _copy_runs(runs, backing, remote.text, unsure, result.compare, [], delete=delete)

@@ -56,8 +56,17 @@ class Progress:
         else:
             print(line, file=sys.stderr)
 
-    def close(self) -> None:
+    def close(self, finished: bool = False) -> None:
+        """End the bar; ``finished`` (the work completed) shows it at 100%.
+
+        The total is an estimate made before the work (fsck counts ciphertext sizes,
+        headers and tags included, while it reports the bytes it checked), so a
+        finished job settles the total to what was counted instead of stopping short.
+        """
         if self._bar is not None:
+            if finished and self._bar.total is not None and self._bar.n != self._bar.total:
+                self._bar.total = self._bar.n
+                self._bar.refresh()
             self._bar.close()
             self._bar = None
 
@@ -66,7 +75,7 @@ class Progress:
 
     def __exit__(self, kind: type[BaseException] | None, value: BaseException | None,
                  traceback: TracebackType | None) -> None:
-        self.close()
+        self.close(finished=kind is None)
 
 
 def tree_bytes(root: str) -> int:

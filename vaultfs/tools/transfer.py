@@ -20,7 +20,7 @@ from typing import BinaryIO
 
 from vaultfs import backing
 from vaultfs.entries import Attr, join_path, split_path
-from vaultfs.errors import IntegrityError
+from vaultfs.errors import IntegrityError, NoSuchFile, UsageError
 from vaultfs.tools.progress import Progress
 from vaultfs.vault import Vault
 
@@ -69,6 +69,30 @@ def _set_owner(path: str, attr: Attr) -> None:
         os.chown(path, attr.st_uid, attr.st_gid, follow_symlinks=False)
 
 
+def _xattrs_out(vault: Vault, path: str, target: str) -> None:
+    """Copy an entry's user.* extended attributes to the restored file (where the target supports them)."""
+    for name in vault.listxattr(path):
+        try:
+            os.setxattr(target, name, vault.getxattr(path, name), follow_symlinks=False)
+        except OSError as exc:
+            if exc.errno not in (errno.ENOTSUP, errno.EPERM):
+                raise
+            return  # the destination filesystem keeps none: nothing more to try here
+
+
+def _xattrs_in(source: str, vault: Vault, path: str) -> None:
+    """Copy a source entry's user.* extended attributes into the vault."""
+    try:
+        names = [name for name in os.listxattr(source, follow_symlinks=False) if name.startswith("user.")]
+    except OSError as exc:
+        if exc.errno in (errno.ENOTSUP, errno.EPERM):
+            return
+        raise
+    for name in names:
+        vault.setxattr(path, name.encode("utf-8", "surrogateescape"),
+                       os.getxattr(source, name, follow_symlinks=False))
+
+
 def _export_file(vault: Vault, path: str, target: str, progress: Progress) -> int:
     handle = vault.open(path, os.O_RDONLY)
     written = 0
@@ -92,7 +116,7 @@ def _export_file(vault: Vault, path: str, target: str, progress: Progress) -> in
 def export(vault: Vault, dest: str, paths: list[str], force: bool, progress: Progress) -> TransferResult:
     """Decrypt ``paths`` (default: everything) into the plain directory ``dest``."""
     result = TransferResult()
-    directories: list[tuple[str, Attr]] = []
+    directories: list[tuple[str, str, Attr]] = []
     links: dict[int, str] = {}
     os.makedirs(dest, exist_ok=True)
 
@@ -113,7 +137,7 @@ def export(vault: Vault, dest: str, paths: list[str], force: bool, progress: Pro
             if not os.path.isdir(target):
                 clear(target)
                 os.makedirs(target, 0o700)
-            directories.append((target, attr))
+            directories.append((path, target, attr))
             return
         os.makedirs(os.path.dirname(target), exist_ok=True)
         clear(target)
@@ -136,6 +160,7 @@ def export(vault: Vault, dest: str, paths: list[str], force: bool, progress: Pro
                 progress.write(f"vaultfs: FAILED {path}: {exc.strerror}; skipped")
                 return
             os.chmod(target, mode)
+            _xattrs_out(vault, path, target)
             if attr.st_nlink > 1:
                 links[attr.st_ino] = target
             result.files += 1
@@ -151,11 +176,12 @@ def export(vault: Vault, dest: str, paths: list[str], force: bool, progress: Pro
         if split_path(top):
             export_one(top, attr)
         else:
-            directories.append((dest, attr))
+            directories.append((top, dest, attr))
         if stat.S_ISDIR(attr.st_mode):
             for path, child_attr in walk(vault, top):
                 export_one(path, child_attr)
-    for target, attr in reversed(directories):  # children first: their creation touched the mtime
+    for path, target, attr in reversed(directories):  # children first: their creation touched the mtime
+        _xattrs_out(vault, path, target)
         os.chmod(target, stat.S_IMODE(attr.st_mode))
         _set_owner(target, attr)
         _set_times(target, attr)
@@ -197,14 +223,14 @@ def import_tree(vault: Vault, source: str, into: str, progress: Progress) -> Tra
     """Encrypt the plain tree ``source`` into the vault directory ``into``; resumable."""
     result = TransferResult()
     links: dict[tuple[int, int], str] = {}
-    directories: list[tuple[str, os.stat_result]] = []
+    directories: list[tuple[str, str, os.stat_result]] = []
     parts = split_path(into)
     for depth in range(1, len(parts) + 1):
         partial = "/" + "/".join(parts[:depth])
         if _vault_attr(vault, partial) is None:
             vault.mkdir(partial, 0o755)
     stack = [(source, "/" + "/".join(parts))]
-    directories.append((stack[0][1], os.stat(source)))  # INTO stands for SRC itself
+    directories.append((stack[0][1], source, os.stat(source)))  # INTO stands for SRC itself
     while stack:
         source_dir, vault_dir = stack.pop()
         vault.remove_staged(vault_dir)
@@ -220,7 +246,7 @@ def import_tree(vault: Vault, source: str, into: str, progress: Progress) -> Tra
                 elif not stat.S_ISDIR(existing.st_mode):
                     result.failed.append((path, "exists in the vault and is not a directory"))
                     continue
-                directories.append((path, st))
+                directories.append((path, item.path, st))
                 stack.append((item.path, path))
             elif stat.S_ISLNK(st.st_mode):
                 target = os.readlink(item.path)
@@ -242,6 +268,7 @@ def import_tree(vault: Vault, source: str, into: str, progress: Progress) -> Tra
                     vault.link(links[key], path)
                 else:
                     result.bytes += _copy_in(vault, item.path, path, st, progress)
+                    _xattrs_in(item.path, vault, path)
                     result.files += 1
                 if st.st_nlink > 1:
                     links.setdefault(key, path)
@@ -252,7 +279,8 @@ def import_tree(vault: Vault, source: str, into: str, progress: Progress) -> Tra
                     vault.utime(path, st.st_atime_ns, st.st_mtime_ns)
             else:
                 result.failed.append((path, "device or socket: not imported"))
-    for path, st in reversed(directories):
+    for path, source_path, st in reversed(directories):
+        _xattrs_in(source_path, vault, path)
         vault.chmod(path, stat.S_IMODE(st.st_mode))
         vault.utime(path, st.st_atime_ns, st.st_mtime_ns)
     return result
@@ -261,7 +289,10 @@ def import_tree(vault: Vault, source: str, into: str, progress: Progress) -> Tra
 # ---------------------------------------------------------------- ls / cat
 
 def format_listing(vault: Vault, path: str) -> Iterator[str]:
-    attr = vault.getattr(path)
+    try:
+        attr = vault.getattr(path)
+    except (FileNotFoundError, NotADirectoryError):
+        raise NoSuchFile(path) from None
     entries = vault.listdir(path) if stat.S_ISDIR(attr.st_mode) else [(split_path(path)[-1], attr)]
     for name, child in sorted(entries):
         when = time.strftime("%Y-%m-%d %H:%M", time.localtime(child.st_mtime_ns / 1e9))
@@ -272,17 +303,20 @@ def format_listing(vault: Vault, path: str) -> Iterator[str]:
 
 
 def cat(vault: Vault, path: str, out: BinaryIO) -> int:
-    handle = vault.open(path, os.O_RDONLY)
+    """Stream one file to ``out``; a closed ``out`` raises BrokenPipeError (the CLI ends quietly)."""
+    try:
+        if stat.S_ISDIR(vault.getattr(path).st_mode):
+            raise UsageError(f"{path} is a directory (vaultfs ls lists it)")
+        handle = vault.open(path, os.O_RDONLY)
+    except (FileNotFoundError, NotADirectoryError):
+        raise NoSuchFile(path) from None
     offset = 0
     try:
         while True:
             data = handle.read(offset, CHUNK)
             if not data:
                 return offset
-            try:
-                out.write(data)
-            except BrokenPipeError:
-                raise OSError(errno.EPIPE, "output closed") from None
+            out.write(data)
             offset += len(data)
     finally:
         handle.close()

@@ -1,0 +1,147 @@
+"""``vaultfs run BACKING MOUNTPOINT -- COMMAND``: unlock, mount, run, lock whatever happens.
+
+The one-line nightly job: the command runs only once the mount answers, and the vault
+is locked afterwards whether the command succeeded, failed, was interrupted (Ctrl-C,
+SIGTERM from cron or systemd) or left processes behind (``lock --force``: a job has no
+one to ask).  The exit status is the command's (128+N if a signal N ended it), or
+vaultfs's own code when vaultfs failed: the mount (nothing is run) or the lock.
+
+:func:`run_command` is the reusable part: it takes *how to bring the vault up* and *how
+to take it down* as two callables, so the rclone remote mount runs the same loop.
+
+Signals: SIGINT, SIGTERM and SIGHUP are blocked in this process from just before the
+mount until the lock, and received with ``sigtimedwait``, so none can strike between
+"mounted" and "will lock".  The command gets them unblocked and at their defaults.
+A Ctrl-C typed at the terminal already reached the command (same process group); any
+other signal is passed on to it.  If the command has not ended GRACE seconds after
+being signalled, it is killed, so the lock happens before a supervisor's own timeout.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import signal
+import sys
+import time
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from vaultfs import errors
+
+GRACE = 10.0  # seconds a signalled command gets before SIGKILL
+FORWARDED = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+SI_KERNEL = 0x80  # si_code of a signal the kernel raised (a tty's Ctrl-C), not kill(2)
+COMMAND_NOT_FOUND = 127
+COMMAND_NOT_EXECUTABLE = 126
+
+
+def _spawn(command: Sequence[str]) -> int:
+    """Start the command with the caller's stdio, signals unblocked and at their defaults."""
+    path = command[0] if "/" in command[0] else shutil.which(command[0])
+    if path is None:
+        raise FileNotFoundError(command[0])
+    defaults = {*FORWARDED, signal.SIGPIPE, signal.SIGXFSZ}  # Python ignores SIGPIPE/SIGXFSZ
+    return os.posix_spawn(path, list(command), os.environ, setsigmask=(), setsigdef=defaults)
+
+
+def _exit_status(status: int) -> int:
+    code = os.waitstatus_to_exitcode(status)
+    return 128 - code if code < 0 else code
+
+
+def _wait(pid: int) -> int:
+    """Wait for the command, passing signals on; its exit status (128+N for a signal N)."""
+    deadline = None
+    while True:
+        done, status = os.waitpid(pid, os.WNOHANG)
+        if done:
+            return _exit_status(status)
+        timeout = 0.2
+        if deadline is not None:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                print(f"vaultfs: the command did not end {GRACE:.0f} s after the signal; killing it",
+                      file=sys.stderr, flush=True)
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
+                deadline = None
+                continue
+            timeout = min(timeout, remaining)
+        info = signal.sigtimedwait(FORWARDED, timeout)
+        if info is None:
+            continue
+        if not (info.si_signo == signal.SIGINT and info.si_code == SI_KERNEL):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, info.si_signo)
+        if deadline is None:
+            deadline = time.monotonic() + GRACE
+
+
+def _pending() -> int | None:
+    waiting = signal.sigpending() & set(FORWARDED)
+    return next(iter(waiting)).value if waiting else None
+
+
+def run_command(command: Sequence[str], up: Callable[[], Any], down: Callable[[], Any]) -> int:
+    """Bring the vault up, run ``command``, take the vault down whatever happened.
+
+    ``up()`` raises a VaultError when it failed and then leaves nothing to take down;
+    ``down()`` raises a VaultError when the lock failed.  Returns the exit status.
+    """
+    old_mask = signal.pthread_sigmask(signal.SIG_BLOCK, FORWARDED)
+    try:
+        up()
+        try:
+            code = _run(command)
+        finally:
+            down()
+        return code
+    finally:
+        # a signal that arrived meanwhile was handled here (passed on, or it ends the
+        # job anyway): drop it before unblocking, so it does not strike again
+        while signal.sigpending() & set(FORWARDED):
+            signal.sigtimedwait(FORWARDED, 0)
+        signal.pthread_sigmask(signal.SIG_SETMASK, old_mask)
+
+
+def _run(command: Sequence[str]) -> int:
+    early = _pending()
+    if early is not None:
+        signal.sigtimedwait(FORWARDED, 0)
+        print(f"vaultfs: signal {early} before the command started; not running it", file=sys.stderr)
+        return 128 + early
+    try:
+        pid = _spawn(command)
+    except FileNotFoundError:
+        print(f"vaultfs: command not found: {command[0]}", file=sys.stderr)
+        return COMMAND_NOT_FOUND
+    except PermissionError:
+        print(f"vaultfs: cannot run {command[0]}: permission denied", file=sys.stderr)
+        return COMMAND_NOT_EXECUTABLE
+    except OSError as exc:
+        print(f"vaultfs: cannot run {command[0]}: {exc.strerror}", file=sys.stderr)
+        return COMMAND_NOT_EXECUTABLE
+    return _wait(pid)
+
+
+def cmd_run(args: Any) -> int:
+    """Local vault: mount detached, run, ``lock --force`` (nothing may stay unlocked after a job)."""
+    from vaultfs.fuse import lock, mount
+
+    if not args.command:
+        raise errors.UsageError("run needs a command after -- (vaultfs run BACKING MOUNTPOINT -- COMMAND ...)")
+    args.idle, args.foreground = None, False
+    prepared = mount.prepare(args)  # checks and the password, with the terminal's Ctrl-C still working
+    mountpoint = prepared.state.mountpoint
+
+    def down() -> None:
+        for line in lock.lock(mountpoint, force=True, by="run"):
+            print(line, file=sys.stderr, flush=True)
+
+    def up() -> None:
+        with contextlib.redirect_stdout(sys.stderr):  # the command owns stdout
+            prepared.start(detach=True)
+
+    return run_command(args.command, up, down)
