@@ -38,7 +38,7 @@ class Inode:
         self.links: tuple[Link, ...] = ()  # its names; almost always one
         self.dir = dir  # directories only
         self.handles = 0  # open file handles
-        self.cache_stamp: tuple[int, int] | None = None  # backing (mtime_ns, size) when pages were cached
+        self.cache_stamp: tuple[int, ...] | None = None  # backing (ino, size, mtime, ctime) when pages were cached
 
     def add_link(self, link: Link) -> None:
         if link not in self.links:

@@ -475,7 +475,7 @@ class VaultOperations(pyfuse3.Operations):
     def _add_handle(self, inode: Inode, handle: FileHandle) -> pyfuse3.FileInfo:
         """Register a handle; keep the kernel's page cache only if the file did not change meanwhile."""
         st = handle.stat()
-        stamp = (st.st_mtime_ns, st.st_size)
+        stamp = (st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
         keep = stamp == inode.cache_stamp
         inode.cache_stamp = stamp
         inode.handles += 1
@@ -545,7 +545,7 @@ class VaultOperations(pyfuse3.Operations):
         handle, inode = found
         try:
             st = handle.stat()
-            inode.cache_stamp = (st.st_mtime_ns, st.st_size)  # our own writes keep the page cache valid
+            inode.cache_stamp = (st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)  # our own writes keep it
         finally:
             handle.close()
             inode.handles -= 1
