@@ -84,6 +84,20 @@ def mounted_backing(backing: str) -> str | None:
     return None
 
 
+SLOW_TYPES = ("fuse", "nfs", "cifs", "smb", "9p", "ceph", "glusterfs", "davfs")
+
+
+def backing_is_slow(backing: str) -> bool:
+    """Is the backing dir on a filesystem whose calls may wait on a network (rclone's mount, NFS ...)?"""
+    real = os.path.realpath(backing)
+    best, kind = "", ""
+    for mountpoint, fstype, _ in mount_table():
+        inside = real == mountpoint or real.startswith(mountpoint.rstrip("/") + "/")
+        if inside and len(mountpoint) >= len(best):
+            best, kind = mountpoint, fstype
+    return kind.split(".")[0].startswith(SLOW_TYPES)
+
+
 def claim_backing(backing: str) -> int:
     """Refuse a second mount of one backing dir; return the fd whose lock marks it as mounted.
 
@@ -177,7 +191,10 @@ def serve(vault: Any, args: Any, mountpoint: str, on_ready: Any) -> None:
         threading.Thread(target=raise_readahead, args=(mountpoint,), daemon=True).start()
 
     bound_heap()
-    ops = VaultOperations(vault, on_ready=ready)
+    slow = backing_is_slow(vault.backing)
+    if slow:
+        log.info("the backing dir is on a network filesystem: backing calls run in worker threads")
+    ops = VaultOperations(vault, on_ready=ready, slow_backing=slow)
     extra_ops.bind(ops)  # fallocate: routed to ops before pyfuse3.init creates the FUSE session
     try:
         pyfuse3.init(ops, mountpoint, fuse_options(args, vault.backing))
