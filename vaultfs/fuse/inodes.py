@@ -16,30 +16,32 @@ from __future__ import annotations
 
 import errno
 import stat
+from collections import OrderedDict
 
 from vaultfs.entries import BackingKey, Dir
 
 ROOT_INODE = 1  # FUSE_ROOT_ID
 
 Link = tuple[int, str]  # (parent inode, plaintext name)
+PackedKey = int | BackingKey  # st_ino alone on the backing root's device, else (st_dev, st_ino)
+STAMPS = 8192  # files whose page-cache stamp is remembered (the most recently released)
 
 
 class Inode:
     """One file or directory the kernel knows. Slots and a tuple of links: a walk of 100,000
     files keeps 100,000 of these, so each costs a few hundred bytes, not a kilobyte."""
 
-    __slots__ = ("ino", "key", "kind", "lookups", "link", "more", "dir", "handles", "cache_stamp")
+    __slots__ = ("ino", "packed", "kind", "lookups", "link", "more", "dir", "handles")
 
-    def __init__(self, ino: int, key: BackingKey, kind: int, lookups: int = 0, dir: Dir | None = None) -> None:
+    def __init__(self, ino: int, packed: PackedKey, kind: int, lookups: int = 0, dir: Dir | None = None) -> None:
         self.ino = ino
-        self.key = key
+        self.packed = packed  # its backing (st_dev, st_ino), packed: see InodeTable.pack
         self.kind = kind  # stat.S_IFMT of the entry
         self.lookups = lookups
         self.link: Link | None = None  # its name (almost always the only one) ...
         self.more: tuple[Link, ...] = ()  # ... and the names of its other hard links
         self.dir = dir  # directories only
         self.handles = 0  # open file handles
-        self.cache_stamp: int | None = None  # the backing file's stamp when the kernel cached its pages
 
     @property
     def links(self) -> tuple[Link, ...]:
@@ -62,9 +64,11 @@ class Inode:
 class InodeTable:
     def __init__(self, root: Dir, generation: int) -> None:
         self.generation = generation  # the same for every inode of this mount
-        root_inode = Inode(ROOT_INODE, root.key, stat.S_IFDIR, lookups=1, dir=root)
+        self._dev = root.key[0]
+        root_inode = Inode(ROOT_INODE, self.pack(root.key), stat.S_IFDIR, lookups=1, dir=root)
         self._by_ino: dict[int, Inode] = {ROOT_INODE: root_inode}
-        self._by_key: dict[BackingKey, int] = {root.key: ROOT_INODE}
+        self._by_key: dict[PackedKey, int] = {root_inode.packed: ROOT_INODE}
+        self._stamps: OrderedDict[int, int] = OrderedDict()
         self._by_link: dict[Link, int] = {}
         self._next = ROOT_INODE + 1
 
@@ -77,12 +81,31 @@ class InodeTable:
             raise OSError(errno.ESTALE, "unknown inode", str(ino))
         return found
 
-    def cached(self) -> list[Inode]:
-        """Inodes whose pages the kernel may hold (they were opened during this mount)."""
-        return [inode for inode in self._by_ino.values() if inode.cache_stamp is not None]
+    def pack(self, key: BackingKey) -> PackedKey:
+        """A backing key as the table keeps it: the inode number alone on the backing root's
+        device (an int instead of a tuple of two: a 100,000-file walk keeps 100,000 keys)."""
+        return key[1] if key[0] == self._dev else key
+
+    def key_of(self, inode: Inode) -> BackingKey:
+        packed = inode.packed
+        return packed if isinstance(packed, tuple) else (self._dev, packed)
+
+    def stamp(self, inode: Inode) -> int | None:
+        """What the backing file looked like when the kernel last cached its pages (recent files only)."""
+        return self._stamps.get(inode.ino)
+
+    def set_stamp(self, inode: Inode, stamp: int) -> None:
+        self._stamps[inode.ino] = stamp
+        self._stamps.move_to_end(inode.ino)
+        if len(self._stamps) > STAMPS:
+            self._stamps.popitem(last=False)
+
+    def files(self) -> list[Inode]:
+        """The regular files the kernel knows (whose pages it may cache)."""
+        return [inode for inode in self._by_ino.values() if inode.kind == stat.S_IFREG]
 
     def ino_of(self, key: BackingKey) -> int | None:
-        return self._by_key.get(key)
+        return self._by_key.get(self.pack(key))
 
     def dir_of(self, ino: int) -> Dir:
         inode = self.get(ino)
@@ -90,12 +113,13 @@ class InodeTable:
             raise OSError(errno.ENOTDIR, "not a directory", str(ino))
         return inode.dir
 
-    def learn(self, parent: int, name: str, key: BackingKey, kind: int, directory: Dir | None = None) -> Inode:
+    def learn(self, parent: int, name: str, backing: BackingKey, kind: int, directory: Dir | None = None) -> Inode:
         """The inode of the entry ``name`` in ``parent`` (new if unknown); the link is recorded.
 
         A backing key already known for another kind of entry means the backing
         filesystem reused the number for a new file: that is a new inode.
         """
+        key = self.pack(backing)
         ino = self._by_key.get(key)
         inode = self._by_ino.get(ino) if ino is not None else None
         if inode is None or inode.kind != stat.S_IFMT(kind):
@@ -131,8 +155,9 @@ class InodeTable:
         if inode.lookups > 0 or inode.handles > 0:
             return
         del self._by_ino[ino]
-        if self._by_key.get(inode.key) == ino:
-            del self._by_key[inode.key]
+        self._stamps.pop(ino, None)
+        if self._by_key.get(inode.packed) == ino:
+            del self._by_key[inode.packed]
         for link in inode.links:
             if self._by_link.get(link) == ino:
                 del self._by_link[link]
@@ -163,14 +188,14 @@ class InodeTable:
     def detach(self, key: BackingKey) -> None:
         """The backing file with this key is gone: the backing filesystem may give its number
         to a new file, which must not come back as the old inode (the kernel may hold it)."""
-        self._by_key.pop(key, None)
+        self._by_key.pop(self.pack(key), None)
 
     def rekey(self, inode: Inode, key: BackingKey) -> None:
         """The file at the inode's name is a new backing file now (a sync client replaced it)."""
-        if self._by_key.get(inode.key) == inode.ino:
-            del self._by_key[inode.key]
-        inode.key = key
-        self._by_key[key] = inode.ino
+        if self._by_key.get(inode.packed) == inode.ino:
+            del self._by_key[inode.packed]
+        inode.packed = self.pack(key)
+        self._by_key[inode.packed] = inode.ino
 
     def locations(self, inode: Inode) -> list[tuple[Link, tuple[Dir, str]]]:
         """Each known name of the inode as (link, (directory, name)); names may be stale."""

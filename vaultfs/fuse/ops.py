@@ -226,7 +226,7 @@ class VaultOperations(pyfuse3.Operations):
                 self.inodes.drop_link(inode, link)
                 failure = exc
                 continue
-            if found.key != inode.key:
+            if found.key != self.inodes.key_of(inode):
                 if stat.S_IFMT(found.st.st_mode) != inode.kind or len(inode.links) > 1:
                     self.inodes.drop_link(inode, link)
                     continue
@@ -237,7 +237,8 @@ class VaultOperations(pyfuse3.Operations):
     async def _attr(self, inode: Inode) -> Attr:
         if inode.dir is not None:
             return await self._run(self.vault.dir_attr, inode.dir)
-        opened = await self._run(self.vault.open_attr, inode.key)  # open: through its fd, even when unlinked
+        # an open file: through its fd, even when unlinked
+        opened = await self._run(self.vault.open_attr, self.inodes.key_of(inode))
         return opened if opened is not None else (await self._find(inode)).attr
 
     async def _place(self, inode: Inode) -> tuple[Any, str]:
@@ -293,7 +294,7 @@ class VaultOperations(pyfuse3.Operations):
         if not changes and size is None:
             # ctime alone: the writeback cache flushing it after a rename; nothing can set it.
             return self._reply(node, await self._attr(node))
-        if await self._run(self.vault.setattr_open, node.key, size=size, **changes):
+        if await self._run(self.vault.setattr_open, self.inodes.key_of(node), size=size, **changes):
             return self._reply(node, await self._attr(node))
         if node.dir is not None or node.ino == ROOT_INODE:
             current, (directory, name) = await self._attr(node), await self._place(node)
@@ -343,10 +344,10 @@ class VaultOperations(pyfuse3.Operations):
         try:
             directory, name = await self._place(node)
         except FileNotFoundError:
-            if self.vault.open_files.get(node.key) is None:
+            if self.vault.open_files.get(self.inodes.key_of(node)) is None:
                 raise
             directory, name = None, ""  # only its open fd is left
-        return directory, name, node.key
+        return directory, name, self.inodes.key_of(node)
 
     @handler
     async def getxattr(self, inode: int, name: bytes, ctx: Any = None) -> bytes:
@@ -503,8 +504,8 @@ class VaultOperations(pyfuse3.Operations):
         """Register a handle; keep the kernel's page cache only if the file did not change meanwhile."""
         st = await self._run(handle.stat)
         stamp = _stamp(st)
-        keep = stamp == inode.cache_stamp
-        inode.cache_stamp = stamp
+        keep = stamp == self.inodes.stamp(inode)
+        self.inodes.set_stamp(inode, stamp)
         inode.handles += 1
         fh = next(self._next_fh)
         self._files[fh] = (handle, inode)
@@ -514,10 +515,11 @@ class VaultOperations(pyfuse3.Operations):
     async def open(self, inode: int, flags: int, ctx: Any) -> pyfuse3.FileInfo:
         node = self.inodes.get(inode)
         flags = self._flags(flags)
-        handle = self.vault.reopen(node.key, flags) if flags & os.O_TRUNC == 0 else None
+        key = self.inodes.key_of(node)
+        handle = self.vault.reopen(key, flags) if flags & os.O_TRUNC == 0 else None
         if handle is None:
             handle = await self._run(self.vault.open_at, *await self._place(node), flags)
-            if handle.key != node.key:
+            if handle.key != key:
                 self.inodes.rekey(node, handle.key)
         return await self._add_handle(node, handle)
 
@@ -572,10 +574,11 @@ class VaultOperations(pyfuse3.Operations):
         handle, inode = found
         try:
             st = await self._run(handle.stat)
-            inode.cache_stamp = _stamp(st)  # our own writes keep the page cache valid
+            self.inodes.set_stamp(inode, _stamp(st))  # our own writes keep the page cache valid
         finally:
             inode.handles -= 1
             await self._run(handle.close)
-        if not st.st_nlink and self.vault.open_files.get(inode.key) is None:
-            self.inodes.detach(inode.key)  # unlinked while open: now the backing file is gone
+        key = self.inodes.key_of(inode)
+        if not st.st_nlink and self.vault.open_files.get(key) is None:
+            self.inodes.detach(key)  # unlinked while open: now the backing file is gone
         self.inodes.forget(inode.ino, 0)  # gone if the kernel forgot it while it was open

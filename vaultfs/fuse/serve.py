@@ -168,7 +168,7 @@ async def _run_until_unmounted(ops: Any) -> None:
         with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT, signal.SIGHUP) as signals:
             async for signum in signals:
                 log.info("signal %d: unmounting", signum)
-                await trio.to_thread.run_sync(ops.drop_page_cache, ops.inodes.cached())  # listed on the loop
+                await trio.to_thread.run_sync(ops.drop_page_cache, ops.inodes.files())  # listed on the loop
                 pyfuse3.terminate()
                 return
 
