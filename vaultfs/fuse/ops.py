@@ -43,6 +43,7 @@ ATTR_TIMEOUT = 1.0  # seconds it may trust attributes
 NEGATIVE_TIMEOUT = 1.0  # seconds it may trust "no such entry"
 THREAD_MIN = 128 * 1024  # bytes: reads/writes from this size run in a worker thread
 FALLOC_FL_KEEP_SIZE = 0x01  # <linux/falloc.h>
+FALLOC_FL_PUNCH_HOLE = 0x02
 _CURRENT = {"uid": "st_uid", "gid": "st_gid", "mode": "st_mode", "atime_ns": "st_atime_ns", "mtime_ns": "st_mtime_ns"}
 
 
@@ -519,9 +520,12 @@ class VaultOperations(pyfuse3.Operations):
     async def fallocate(self, fh: int, mode: int, offset: int, length: int) -> None:
         """Added by the libfuse shim (extra_ops.py), which runs it synchronously: it must never await.
 
-        Mode 0 and FALLOC_FL_KEEP_SIZE. Everything else is EOPNOTSUPP: PUNCH_HOLE and
-        ZERO_RANGE need holes, which format v2 brings (PUNCH_HOLE goes here then).
+        Mode 0, FALLOC_FL_KEEP_SIZE, and PUNCH_HOLE | KEEP_SIZE (format v2 holes). Everything
+        else (ZERO_RANGE, COLLAPSE_RANGE ...) is EOPNOTSUPP.
         """
+        if mode == FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE:
+            self._handle(fh).punch_hole(offset, length)
+            return
         if mode & ~FALLOC_FL_KEEP_SIZE:
             raise OSError(errno.EOPNOTSUPP, f"fallocate mode {mode:#x} is not supported")
         self._handle(fh).allocate(offset, length, keep_size=bool(mode & FALLOC_FL_KEEP_SIZE))
