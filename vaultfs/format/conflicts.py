@@ -170,6 +170,8 @@ def _split_at(backing_name: str, index: int, ext: str) -> ConflictCopy | None:
 
 def is_dirid_copy(backing_name: str, dirid_name: str = DIRID_NAME) -> bool:
     """``vaultfs (1).dirid``, ``vaultfs.dirid..path1``, ``vaultfs.sync-conflict-….dirid`` ...: ID copies."""
+    if not backing_name.startswith(dirid_name.split(".")[0]):
+        return False  # the cheap test first: listings ask this of every name
     copy = parse_copy(backing_name)
     return copy is not None and copy.original == dirid_name
 

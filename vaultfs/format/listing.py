@@ -78,6 +78,8 @@ def is_sidecar(backing_name: str) -> bool:
     """A ``.vfn`` sidecar or a sync client's copy of one: never an entry of its own."""
     if backing_name.endswith(SIDECAR_SUFFIX):
         return True
+    if SIDECAR_SUFFIX not in backing_name:
+        return False  # the cheap test first: listings ask this of every name
     copy = parse_copy(backing_name)
     return copy is not None and copy.original.endswith(SIDECAR_SUFFIX)
 

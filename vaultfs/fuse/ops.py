@@ -169,7 +169,8 @@ class VaultOperations(pyfuse3.Operations):
 
     def _learn(self, parent: int, name: str, found: Found) -> Inode:
         directory = self.vault.child_dir(found) if found.is_dir else None
-        return self.inodes.learn(parent, name, found.key, found.st.st_mode, directory)
+        # the plaintext kind (a symlink), not its backing file's (format v2 stores it as a regular .vfx file)
+        return self.inodes.learn(parent, name, found.key, found.attr.st_mode, directory)
 
     def _entry_reply(self, parent: int, name: str, found: Found) -> pyfuse3.EntryAttributes:
         """Reply with an entry: the kernel now holds one more lookup of its inode."""
@@ -193,7 +194,7 @@ class VaultOperations(pyfuse3.Operations):
                 failure = exc
                 continue
             if found.key != inode.key:
-                if stat.S_IFMT(found.st.st_mode) != inode.kind or len(inode.links) > 1:
+                if stat.S_IFMT(found.attr.st_mode) != inode.kind or len(inode.links) > 1:
                     self.inodes.drop_link(inode, link)
                     continue
                 self.inodes.rekey(inode, found.key)
