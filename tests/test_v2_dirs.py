@@ -15,7 +15,7 @@ from tests.test_conflicts import two_devices_made
 from vaultfs import backing as backing_module
 from vaultfs import namespace
 from vaultfs.errors import IntegrityError
-from vaultfs.format.dirids import DIRID_NAME, ROOT, SEALED_SIZE, Place, split_records
+from vaultfs.format.dirids import DIRID_NAME, ROOT, SEALED_SIZE, BoundDirIds, Place, split_records
 from vaultfs.vault import Vault
 
 
@@ -121,27 +121,34 @@ def test_a_merge_killed_anywhere_is_finished_by_the_next_writer(vault_dir: Vault
     files_a = {f"a{i}.txt": f"A{i}".encode() for i in range(4)}
     files_b = {f"b{i}.txt": f"B{i}".encode() for i in range(4)} | {"sub": None, "sub/deep.txt": b"deep"}
     shared = two_devices_made(vault_dir, tmp_path, "/shared", files_a, files_b)
+    os.rename(shared / DIRID_NAME, shared / "vaultfs.dirid..path1")  # as rclone bisync leaves them: copies only
     pristine = tmp_path / "pristine"
     shutil.copytree(vault_dir.path, pristine)
     expected = sorted([*files_a, "b0.txt", "b1.txt", "b2.txt", "b3.txt", "sub"])
-    for kill_after in range(1, 7):
+    for kill_after in [*range(5), "keep", "copies"]:  # after N of the 5 entries; at the new record; at the copies
         shutil.rmtree(vault_dir.path)
         shutil.copytree(pristine, vault_dir.path)
+
         def move(*args, moves=[], kill_after=kill_after, real_move=namespace.move_entry, **kwargs):  # noqa: B006
             if len(moves) == kill_after:
                 raise KeyboardInterrupt("killed")
             moves.append(args)
             return real_move(*args, **kwargs)
 
+        def killed(*args: object, **kwargs: object) -> None:
+            raise KeyboardInterrupt("killed")
+
         monkeypatch.setattr("vaultfs.dirmerge.move_entry", move)
-        try:
+        if kill_after == "keep":
+            monkeypatch.setattr(BoundDirIds, "keep", killed)
+        if kill_after == "copies":
+            monkeypatch.setattr("vaultfs.dirmerge.os.unlink", killed)
+        with pytest.raises(KeyboardInterrupt):
             vault = vault_dir.unlock()
             try:
                 vault.listdir("/shared")
             finally:
                 vault.close()
-        except KeyboardInterrupt:
-            pass
         monkeypatch.undo()
         vault = vault_dir.unlock()
         assert names(vault, "/shared") == expected, kill_after

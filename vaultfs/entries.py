@@ -1,13 +1,17 @@
-"""Value types of the Vault API: attributes, directories, entries, vault paths."""
+"""Value types of the Vault API: attributes, directories, entries, listings, vault paths."""
 
 from __future__ import annotations
 
 import errno
 import os
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from vaultfs.format.names import BackingName
+
+if TYPE_CHECKING:
+    from vaultfs.format.listing import DecodedEntry
 
 
 @dataclass
@@ -144,6 +148,23 @@ class Entry:
     def sidecar_path(self) -> str | None:
         sidecar = self.backing_name.sidecar
         return None if sidecar is None else os.path.join(self.parent.backing, sidecar)
+
+
+@dataclass
+class Listed:
+    """An entry shown in a listing, with its backing lstat."""
+
+    entry: Entry
+    st: os.stat_result
+
+
+@dataclass
+class Scan:
+    """One backing directory decoded: what shows as it is, and what needs a decision first."""
+
+    entries: list[Listed] = field(default_factory=list)  # the first entry of each name
+    copies: list[tuple[DecodedEntry, os.stat_result]] = field(default_factory=list)  # sync clients' copies
+    duplicates: list[tuple[DecodedEntry, os.stat_result]] = field(default_factory=list)  # a name seen twice
 
 
 def split_path(path: str) -> list[str]:

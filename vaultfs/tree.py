@@ -24,11 +24,10 @@ import threading
 import weakref
 from collections import OrderedDict
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
 
 from vaultfs import backing
 from vaultfs.dirfds import DIR_FDS, DirFdCache
-from vaultfs.entries import BackingKey, Dir, Entry, backing_key, join_path, split_path
+from vaultfs.entries import BackingKey, Dir, Entry, Listed, Scan, backing_key, join_path, split_path
 from vaultfs.errors import IntegrityError
 from vaultfs.format import listing
 from vaultfs.format.conflicts import is_dirid_copy
@@ -59,23 +58,6 @@ def usable(st: os.stat_result, special: bool) -> bool:
 def foreign_reason(st: os.stat_result) -> str:
     kind = _TYPE_NAMES.get(stat.S_IFMT(st.st_mode), "special file")
     return f"a backing {kind} where a version-2 vault holds only regular files and directories"
-
-
-@dataclass
-class Listed:
-    """An entry shown in a listing, with its backing lstat."""
-
-    entry: Entry
-    st: os.stat_result
-
-
-@dataclass
-class Scan:
-    """One backing directory decoded: what shows as it is, and what needs a decision first."""
-
-    entries: list[Listed] = field(default_factory=list)  # the first entry of each name
-    copies: list[tuple[DecodedEntry, os.stat_result]] = field(default_factory=list)  # sync clients' copies
-    duplicates: list[tuple[DecodedEntry, os.stat_result]] = field(default_factory=list)  # a name seen twice
 
 
 def entry_of(directory: Dir, decoded: DecodedEntry) -> Entry:
@@ -278,28 +260,25 @@ class BackingTree:
         that keeps empty directories leaves of one that moved (or an interrupted mkdir).
 
         Hidden from every reader alike (a writer also removes it), so that a read-only
-        export shows what a mount shows.  One extra stat per subdirectory listed.
+        export shows what a mount shows.  Costs an open and a stat per subdirectory listed.
         """
-        try:
-            os.stat(f"{name}/{DIRID_NAME}", dir_fd=fd, follow_symlinks=False)
-            return False
-        except FileNotFoundError:
-            pass
-        except OSError:
-            return False
         try:
             child = backing.open_file_at(fd, name, os.O_RDONLY | os.O_DIRECTORY)
         except OSError:
             return False
         try:
+            if lstat_at(child, DIRID_NAME) is not None:
+                return False
             if any(is_dirid_copy(item) or not (is_reserved(item) or listing.is_sidecar(item))
                    for item in os.listdir(child)):
                 return False
+            key = backing_key(os.fstat(child))
         finally:
             os.close(child)
         if not self.read_only:
             with contextlib.suppress(OSError):
                 os.rmdir(name, dir_fd=fd)
+                self.removed(key)
         return True
 
     @staticmethod

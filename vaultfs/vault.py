@@ -6,8 +6,10 @@ path ("/" is the root), which is what export, import, fsck and the tests use
 (``getattr``, ``open``, ``mkdir`` ...).  Every failure is an ``OSError`` with the errno
 that open(2), rename(2) and friends would give; anything that fails authentication is
 ``IntegrityError`` (EIO).  The parts live in their own modules: the backing tree
-(tree.py), namespace changes (namespace.py), conflict copies (conflictfix.py), staged
-writes (staging.py), the open-file table (openfiles.py); this class wires them together.
+(tree.py), namespace changes (namespace.py), attributes without decrypting (attrs.py),
+conflict copies and duplicate names (conflictfix.py), merging a directory's IDs and
+taking in one without an ID (dirmerge.py, writable vaults only), staged writes
+(staging.py), the open-file table (openfiles.py); this class wires them together.
 """
 
 from __future__ import annotations
@@ -22,12 +24,13 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 
 from vaultfs import backing
+from vaultfs.attrs import AttrReader
 from vaultfs.conflictfix import ConflictResolver
 from vaultfs.dirmerge import DirMerger
 from vaultfs.entries import Attr, BackingKey, Dir, Entry, backing_key, join_path, split_path
 from vaultfs.errors import AlreadyExists, IntegrityError, UsageError
 from vaultfs.filehandle import FileHandle
-from vaultfs.format import blocks, keyfile, specials
+from vaultfs.format import keyfile, specials
 from vaultfs.format.dirids import ROOT, BoundDirIds
 from vaultfs.format.header import Kind
 from vaultfs.format.keyfile import Config, KdfParams
@@ -36,14 +39,12 @@ from vaultfs.format.names import NameCipher
 from vaultfs.format.recovery import encode as encode_recovery_key
 from vaultfs.format.xattrs import XattrCipher
 from vaultfs.namespace import Namespace, Owner, give_to
-from vaultfs.openfiles import OpenFileTable, open_backing_file, open_noatime
+from vaultfs.openfiles import OpenFileTable, open_backing_file
 from vaultfs.staging import Staged, Staging
 from vaultfs.tree import BackingTree
 from vaultfs.xattrstore import XattrStore
 
 _FILE_KEY_CACHE_SIZE = 16384  # 32-byte keys: ~2 MiB at most; a backup of a few thousand media files stays cached
-_KIND_CACHE_SIZE = 4096  # special entries whose header (and device number) a stat has read
-_DEVICES = (Kind.CHAR_DEVICE, Kind.BLOCK_DEVICE)
 
 
 def check_init_target(backing_dir: str) -> None:
@@ -98,9 +99,9 @@ class Vault:
         self.names = NameCipher(keys.name_key)
         self.dirids = BoundDirIds(keys)
         self._file_keys: OrderedDict[bytes, bytes] = OrderedDict()
-        self._kinds: OrderedDict[tuple[int, int, int, int], tuple[Kind, int]] = OrderedDict()
         self.open_files = OpenFileTable(self.file_key, self.block_size)
         self.tree = BackingTree(self.backing, self.names, self.dirids, read_only)
+        self.attrs = AttrReader(self.tree, self.file_key, self.block_size)
         try:
             self.ns = Namespace(self.tree, read_only, self.file_key, self.block_size)
             self.conflicts = ConflictResolver(self.tree, self.file_key, self.block_size, read_only)
@@ -146,47 +147,7 @@ class Vault:
     # ------------------------------------------------------------ attributes
 
     def _attr(self, st: os.stat_result, fd: int, entry: Entry) -> Attr:
-        if entry.special:
-            kind, rdev = self._special_kind(fd, entry, st)
-            permissions = 0o777 if kind == Kind.SYMLINK else stat.S_IMODE(st.st_mode)
-            return Attr.from_stat(st, specials.stat_size(kind, st.st_size, self.block_size),
-                                  specials.file_type(kind) | permissions, rdev)
-        if stat.S_ISREG(st.st_mode):
-            size = blocks.plain_size(st.st_size, self.block_size)
-            if size is None:
-                self.tree.report_once(entry.path, "size fits no plaintext size (truncated file)")
-                size = 0
-            return Attr.from_stat(st, size)
-        return Attr.from_stat(st, st.st_size)
-
-    @contextlib.contextmanager
-    def _special_fd(self, fd: int, entry: Entry) -> Iterator[int]:
-        """A special entry's backing file, opened read-only without moving its atime (the plaintext atime)."""
-        special_fd = open_noatime(fd, entry.backing_name.entry, os.O_RDONLY)
-        try:
-            if not stat.S_ISREG(os.fstat(special_fd).st_mode):
-                raise IntegrityError(f"{entry.path}: not a regular file")
-            yield special_fd
-        finally:
-            os.close(special_fd)
-
-    def _special_kind(self, fd: int, entry: Entry, st: os.stat_result) -> tuple[Kind, int]:
-        """What a special entry is, from its 40-byte header alone; only a device's number is decrypted.
-
-        Cached per backing inode and change time: a listing of symlinks reads each header once.
-        """
-        key = (st.st_dev, st.st_ino, st.st_ctime_ns, st.st_size)
-        known = self._kinds.get(key)
-        if known is not None:
-            return known
-        label = join_path(entry.parent.label, entry.name)
-        with self._special_fd(fd, entry) as special_fd:
-            kind = specials.peek_kind(special_fd, label, self.block_size)
-            rdev = specials.read(special_fd, self.file_key, label, self.block_size).rdev if kind in _DEVICES else 0
-        self._kinds[key] = (kind, rdev)
-        if len(self._kinds) > _KIND_CACHE_SIZE:
-            self._kinds.popitem(last=False)
-        return kind, rdev
+        return self.attrs.of(st, fd, entry)
 
     def _found(self, fd: int, entry: Entry, st: os.stat_result) -> Found:
         return Found(entry, st, self._attr(st, fd, entry))
@@ -227,7 +188,7 @@ class Vault:
                 raise OSError(errno.ENOENT, os.strerror(errno.ENOENT), name)
             if not entry.special:
                 raise OSError(errno.EINVAL, "not a symlink", name)
-            with self._special_fd(fd, entry) as special_fd:
+            with self.attrs.special_fd(fd, entry) as special_fd:
                 special = specials.read(special_fd, self.file_key, join_path(directory.label, name), self.block_size)
         if special.kind != Kind.SYMLINK:
             raise OSError(errno.EINVAL, "not a symlink", name)
@@ -244,7 +205,7 @@ class Vault:
             if stat.S_ISDIR(st.st_mode):
                 raise OSError(errno.EISDIR, os.strerror(errno.EISDIR), name)
             if entry.special:  # the kernel opens FIFOs and devices itself and follows symlinks
-                kind = self._special_kind(fd, entry, st)[0]
+                kind = self.attrs.special_kind(fd, entry, st)[0]
                 raise OSError(errno.ELOOP if kind == Kind.SYMLINK else errno.ENXIO, "not a regular file", name)
             new_fd, writable = open_backing_file(fd, entry.backing_name.entry, accmode != os.O_RDONLY)
         label = join_path(directory.label, name)  # errors and logs name the plaintext path
@@ -332,7 +293,7 @@ class Vault:
                 if st is None:
                     raise OSError(errno.ENOENT, os.strerror(errno.ENOENT), name)
                 target = entry.backing_name.entry
-                if mode is not None and entry.special and self._special_kind(fd, entry, st)[0] == Kind.SYMLINK:
+                if mode is not None and entry.special and self.attrs.special_kind(fd, entry, st)[0] == Kind.SYMLINK:
                     raise OSError(errno.EOPNOTSUPP, "a symlink's mode cannot be changed", name)
             if uid != -1 or gid != -1:
                 os.chown(target, uid, gid, dir_fd=fd, follow_symlinks=False)
