@@ -83,6 +83,12 @@ def test_the_vector_vault_upgrades_and_reads_back_its_tree(vector_copy: Path, tm
     by_key = idec.open_vault(vector_copy, recovery_key=DESCRIPTION["recovery_key"])
     assert as_tree(by_key.walk()) == DESCRIPTION["tree"]
     assert not [p for p in vector_copy.rglob("*") if p.is_symlink()], "the symlink became a .vfx file"
+    for read_only in (True, False):  # and the version-2 Vault reads what upgrade wrote
+        vault = Vault.unlock(str(vector_copy), DESCRIPTION["password"], read_only=read_only)
+        try:
+            assert vault_tree(vault) == DESCRIPTION["tree"]
+        finally:
+            vault.close()
     again = run_cli("upgrade", str(vector_copy), "--passfile", str(passfile))
     assert again.returncode == 0 and "nothing to do" in again.stdout
 
