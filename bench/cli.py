@@ -4,6 +4,7 @@
     scripts/bench --quick         # small sizes, 1 repeat (under 2 minutes)
     scripts/bench --peers         # also gocryptfs (installed if missing), securefs, cryfs
     scripts/bench --workloads seq_write,sqlite --fs vaultfs,passthrough --repeat 5
+    scripts/bench --remote        # push/pull to a loopback WebDAV server, remote mount (bench/remote.py)
 
 Every (filesystem, workload, repetition) is a fresh backing dir, init and mount; the
 filesystem order rotates each repetition so that drift from other load on the machine
@@ -115,7 +116,14 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--json", default="bench-results.json", help="where to write results (default %(default)s)")
     ap.add_argument("--tmp", default="/tmp", help="parent of the work dir")
     ap.add_argument("--timeout", type=float, default=600, help="per trial, seconds")
+    ap.add_argument("--remote", action="store_true",
+                    help="only the remote section: push/pull of a chat backup to a loopback WebDAV server vs rclone "
+                         "copy, and a remote mount vs a local one (bench/remote.py)")
+    ap.add_argument("--remote-media", type=int, metavar="N", help="media files in the remote backup (default 2000, "
+                    "--quick 200)")
     args = ap.parse_args(argv)
+    if args.remote:
+        return run_remote(args)
 
     if os.geteuid() != 0:
         sys.stderr.write("warning: not root: cold-cache workloads cannot drop the page cache\n")
@@ -182,6 +190,28 @@ def main(argv: list[str] | None = None) -> int:
                    "probes": extra, "trials": trials, "table": text}, f, indent=1)
     sys.stderr.write(f"wrote {args.json}\n")
     return 1 if any(t["error"] for t in trials) else 0
+
+
+def run_remote(args: argparse.Namespace) -> int:
+    from bench import remote
+
+    sizes = Sizes(**QUICK.__dict__) if args.quick else Sizes()
+    repeat = args.repeat or (1 if args.quick else 3)
+    media = args.remote_media or (200 if args.quick else 2000)
+    run_dir = tempfile.mkdtemp(prefix="vaultfs-bench-", dir=args.tmp)
+    t_start = time.monotonic()
+    try:
+        text, data = remote.run(run_dir, sizes, media, repeat)
+    finally:
+        shutil.rmtree(run_dir, ignore_errors=True)
+    print(text)
+    print(f"\n({'quick' if args.quick else 'full'} sizes, {(time.monotonic() - t_start) / 60:.1f} min, "
+          f"{os.cpu_count()} CPUs, kernel {platform.release()}, {remote.rclone_version()})")
+    with open(args.json, "w") as f:
+        json.dump({"remote": data, "sizes": sizes.__dict__, "media": media, "repeat": repeat, "table": text}, f,
+                  indent=1)
+    sys.stderr.write(f"wrote {args.json}\n")
+    return 0
 
 
 def run_probes(spec: mounts.FsSpec, run_dir: str, passfile: str, sizes: Sizes) -> dict:

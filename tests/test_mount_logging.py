@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import errno
 import os
+import time
 from pathlib import Path
 
 import pytest
@@ -21,6 +22,9 @@ def test_integrity_errors_reach_the_fallback_log(new_vault: Vault) -> None:
     try:
         (new_vault.mnt / "chat.db").write_bytes(os.urandom(10_000))
         target = backing_path(new_vault, "/chat.db")
+        # the tampering must get a later mtime than our own write (timestamps are coarse), or the
+        # kernel keeps the page cache it has for the file (an unchanged file keeps it)
+        time.sleep(0.05)
         raw = bytearray(target.read_bytes())
         raw[5000] ^= 1
         target.write_bytes(bytes(raw))

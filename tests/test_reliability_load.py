@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import multiprocessing
 import sqlite3
+import subprocess
 
 import pytest
 
 from tests.mounting import Vault, mounted, scan_backing
-from tests.reliability import SCALE, daemon_pid, need, run
+from tests.reliability import SCALE, daemon_pid, need, run, wait_for
 from vaultfs.fuse import state as mountstate
 
 pytestmark = pytest.mark.slow
@@ -45,8 +46,15 @@ def test_stress_ng_filesystem_stressors(mounted_vault: Vault) -> None:
                  "--utime", "1", "--dentry", "1", "--fstat", "1", "--io", "1"]
     if SCALE > 1:
         stressors += ["--link", "1", "--symlink", "1", "--fallocate", "1"]
-    result = run("stress-ng", "--temp-path", str(workdir), *stressors, "--timeout", f"{5 * SCALE}s",
-                 "--metrics-brief", timeout=300 * SCALE)
+    try:
+        result = run("stress-ng", "--temp-path", str(workdir), *stressors, "--timeout", f"{5 * SCALE}s",
+                     "--metrics-brief", timeout=300 * SCALE)
+    finally:
+        # A stressor can outlive stress-ng in sync(2), which waits on every filesystem: the
+        # next test's mount would count it as a holder. None may survive this test.
+        subprocess.run(["pkill", "-KILL", "-f", f"stress-ng.*{workdir}"], check=False)
+        subprocess.run(["pkill", "-KILL", "^stress-ng"], check=False)
+        assert wait_for(lambda: subprocess.run(["pgrep", "^stress-ng"], capture_output=True).returncode != 0)
     assert "successful run completed" in result.stdout + result.stderr
     assert daemon_alive(mounted_vault)
     assert not mounted_vault.log_problems()

@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import os
 import stat
+import threading
 from collections import OrderedDict
 from collections.abc import Callable, Iterator
 
@@ -33,6 +34,7 @@ class AttrReader:
         self._key_for = key_for
         self.block_size = block_size
         self._kinds: OrderedDict[tuple[int, int, int, int], tuple[Kind, int]] = OrderedDict()
+        self._lock = threading.Lock()  # Vault calls may run in worker threads (a slow backing dir)
 
     def of(self, st: os.stat_result, fd: int, entry: Entry) -> Attr:
         """The plaintext attributes of ``entry`` (in the directory ``fd``) whose backing lstat is ``st``."""
@@ -66,14 +68,16 @@ class AttrReader:
         Cached per backing inode and change time: a listing of symlinks reads each header once.
         """
         key = (st.st_dev, st.st_ino, st.st_ctime_ns, st.st_size)
-        known = self._kinds.get(key)
+        with self._lock:
+            known = self._kinds.get(key)
         if known is not None:
             return known
         label = join_path(entry.parent.label, entry.name)
         with self.special_fd(fd, entry) as special_fd:
             kind = specials.peek_kind(special_fd, label, self.block_size)
             rdev = specials.read(special_fd, self._key_for, label, self.block_size).rdev if kind in _DEVICES else 0
-        self._kinds[key] = (kind, rdev)
-        if len(self._kinds) > KIND_CACHE_SIZE:
-            self._kinds.popitem(last=False)
+        with self._lock:
+            self._kinds[key] = (kind, rdev)
+            if len(self._kinds) > KIND_CACHE_SIZE:
+                self._kinds.popitem(last=False)
         return kind, rdev

@@ -319,14 +319,67 @@ def cmd_upgrade(args: argparse.Namespace) -> int:
 
 def cmd_mount(args: argparse.Namespace) -> int:
     from vaultfs.fuse import mount
+    from vaultfs.remote import mounthook
 
+    if mounthook.remote_source(args.backing) is not None:  # REMOTE:PATH: rclone's mount underneath
+        return mounthook.mount_remote(args, mount.cmd_mount)
     return mount.cmd_mount(args)
 
 
 def cmd_lock(args: argparse.Namespace) -> int:
     from vaultfs.fuse import lock as mountlock
+    from vaultfs.remote import mounthook
 
-    return mountlock.cmd_lock(args)
+    with mounthook.locking(args.mountpoint):  # a remote mount: rclone goes down after the vault, uploads done
+        return mountlock.cmd_lock(args)
+
+
+# ---- remote storage through rclone (vaultfs/remote/, docs/remote.md) -----------------
+
+def cmd_push(args: argparse.Namespace) -> int:
+    from vaultfs.remote import rclone, transfer
+    from vaultfs.remote.progress import human_bytes
+
+    remote = rclone.remote_of(args.remote)
+    result = transfer.push(args.backing, remote, delete=args.delete)
+    note = " (the remote keeps no times or checksums: compared by vaultfs's record)" if result.compare == "size" else ""
+    print(f"pushed {result.files} file(s) ({human_bytes(result.bytes)}) from {os.path.abspath(args.backing)} "
+          f"to {remote}{note}")
+    return 0
+
+
+def cmd_pull(args: argparse.Namespace) -> int:
+    from vaultfs.remote import rclone, transfer
+    from vaultfs.remote.progress import human_bytes
+
+    remote = rclone.remote_of(args.remote)
+    result = transfer.pull(remote, args.backing, delete=args.delete)
+    deleted = f", deleted {result.deleted} the remote does not have" if args.delete else ""
+    print(f"pulled {result.files} file(s) ({human_bytes(result.bytes)}) from {remote} into "
+          f"{os.path.abspath(args.backing)}{deleted}")
+    return 0
+
+
+def cmd_sync(args: argparse.Namespace) -> int:
+    from vaultfs.remote import bisync, rclone
+    from vaultfs.remote.progress import human_bytes
+
+    remote = rclone.remote_of(args.remote)
+    result = bisync.sync(args.backing, remote, force=args.force)
+    backing = os.path.abspath(args.backing)
+    if result.first_run:
+        print(f"first sync of {backing} with {remote} (rclone bisync --resync)")
+        for path in result.kept_before_resync:
+            print(f"  {path} differed: the remote's version keeps the name, this device's is kept as {path}..path1")
+    print(f"synced {backing} with {remote}: {result.files} file(s) transferred ({human_bytes(result.bytes)})")
+    if result.new_conflicts:
+        print(f"{len(result.new_conflicts)} new conflict cop{'y' if len(result.new_conflicts) == 1 else 'ies'} "
+              "(changed on both sides; both versions kept, shown by vaultfs as conflicts):")
+        for path in result.new_conflicts:
+            print(f"  {path}")
+    else:
+        print("0 new conflict copies")
+    return 0
 
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -478,12 +531,16 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = _verb(sub, "mount", cmd_mount, "unlock the vault and mount its plaintext view",
               "Ask for the password (three tries on a terminal), mount BACKING at MOUNTPOINT and return "
-              "once it answers. The empty mountpoint underneath stays sealed against writes, root's too.")
+              "once it answers. The empty mountpoint underneath stays sealed against writes, root's too. "
+              "BACKING may be REMOTE:PATH of an rclone remote: rclone's own mount is then the backing dir.")
     _add_mount_options(p)
     p.add_argument("-f", "--foreground", action="store_true",
                    help="stay attached; logs go to stderr; tells systemd (Type=notify) once mounted")
     p.add_argument("--idle", type=parse_duration, metavar="DURATION",
                    help="lock by itself after no access for DURATION (e.g. 15m), never while a file is open")
+    p.add_argument("--upload-timeout", type=parse_duration, metavar="DURATION", default=120.0,
+                   help="with REMOTE:PATH: how long lock waits for rclone's uploads to move before giving up "
+                        "(they resume at the next mount; default 2m)")
 
     p = _verb(sub, "run", cmd_run, "mount, run a command, lock afterwards whatever happened",
               "Unlock and mount BACKING at MOUNTPOINT, run COMMAND once the mount answers, then lock "
@@ -492,6 +549,8 @@ def build_parser() -> argparse.ArgumentParser:
               "Example: vaultfs run CLOUD MNT --passfile F -- rsync -a ~/backup/ MNT/")
     _add_mount_options(p)
     p.add_argument("command", metavar="-- COMMAND", nargs="*", help="the command and its arguments, after --")
+
+    _add_remote_verbs(sub)
 
     for verb in ("lock", "unmount"):
         p = sub.add_parser(verb, help="flush, unmount and lock" + (" (alias of lock)" if verb == "unmount" else ""),
@@ -518,6 +577,35 @@ def build_parser() -> argparse.ArgumentParser:
                                    "vaultfs login-unit > ~/.config/systemd/user/vaultfs@.service")
     p.set_defaults(func=cmd_login_unit)
     return parser
+
+
+def _add_remote_verbs(sub: argparse._SubParsersAction) -> None:
+    """push, pull, sync: a locked vault to and from any rclone remote (docs/remote.md)."""
+    p = sub.add_parser("push", help="upload a locked vault to an rclone remote (resumable)",
+                       description="Upload BACKING to REMOTE:PATH with rclone: whole files only, never while the "
+                                   "vault is mounted; run again after an interruption, it resumes.")
+    p.add_argument("backing", metavar="BACKING")
+    p.add_argument("remote", metavar="REMOTE:PATH", help="a remote configured in rclone.conf, and a path in it")
+    p.add_argument("--delete", action="store_true", help="also delete remote files that BACKING no longer has")
+    p.set_defaults(func=cmd_push)
+
+    p = sub.add_parser("pull", help="download a vault from an rclone remote (resumable)",
+                       description="Download REMOTE:PATH into BACKING (new, empty, or the same vault) with rclone; "
+                                   "every file is put in place whole. Local files the remote lacks stay unless "
+                                   "--delete.")
+    p.add_argument("remote", metavar="REMOTE:PATH", help="a remote configured in rclone.conf, and a path in it")
+    p.add_argument("backing", metavar="BACKING")
+    p.add_argument("--delete", action="store_true", help="also delete local files that the remote does not have")
+    p.set_defaults(func=cmd_pull)
+
+    p = sub.add_parser("sync", help="two-way sync of a locked vault with an rclone remote (rclone bisync)",
+                       description="Sync BACKING and REMOTE:PATH both ways with rclone bisync, for several devices. "
+                                   "A file changed on both sides is kept twice (NAME..path1, NAME..path2); the first "
+                                   "run keeps both versions of every file that differs.")
+    p.add_argument("backing", metavar="BACKING")
+    p.add_argument("remote", metavar="REMOTE:PATH", help="a remote configured in rclone.conf, and a path in it")
+    p.add_argument("--force", action="store_true", help="go on past bisync's safety stop (more than half deleted)")
+    p.set_defaults(func=cmd_sync)
 
 
 def _split_command(argv: list[str]) -> tuple[list[str], list[str] | None]:

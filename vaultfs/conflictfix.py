@@ -63,10 +63,19 @@ class ConflictResolver:
         if not scan.copies and not scan.duplicates:
             return []
         shown = {item.entry.name: item for item in scan.entries}
-        extra: list[Listed] = []
         decisions = [(decoded, st, decoded.copy.words) for decoded, st in scan.copies if decoded.copy is not None]
         decisions += [(decoded, st, DUPLICATE_WORDS) for decoded, st in scan.duplicates]
+        # a writer decides under the tree's lock: two listings of one directory (worker threads on a
+        # slow backing dir) must not both rename the same copy
+        with self._tree.lock if not self._read_only else contextlib.nullcontext():
+            return self._show(directory, fd, decisions, shown)
+
+    def _show(self, directory: Dir, fd: int, decisions: list[tuple[DecodedEntry, os.stat_result, str]],
+              shown: dict[str, Listed]) -> list[Listed]:
+        extra: list[Listed] = []
         for decoded, st, words in decisions:
+            if lstat_at(fd, decoded.backing) is None:
+                continue  # decided meanwhile
             try:
                 listed = self._decide(directory, fd, decoded, st, words, shown)
             except OSError as exc:

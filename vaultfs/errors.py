@@ -111,6 +111,45 @@ class PartialFailure(VaultError):
     exit_code = 14
 
 
+# ---- remote storage through rclone (vaultfs/remote/): 20-25 ------------------------
+
+
+class RcloneMissing(VaultError):
+    """rclone is not available (install it: apt-get install rclone; version 1.58 or later)"""
+
+    exit_code = 21
+
+
+class RemoteUnusable(VaultError):
+    """cannot use this remote"""
+
+    exit_code = 22
+
+
+class VaultBusy(VaultError):
+    """the vault is in use"""
+
+    exit_code = 23
+
+
+class RemoteFailed(VaultError):
+    """rclone failed (run the same command again: it resumes)"""
+
+    exit_code = 24
+
+
+class DifferentVault(VaultError):
+    """the two sides hold different vaults; refusing to mix them"""
+
+    exit_code = 25
+
+
+class UploadPending(VaultError):
+    """locked, but rclone has not finished uploading"""
+
+    exit_code = 26
+
+
 class NoSuchFile(VaultError):
     """no such file"""
 

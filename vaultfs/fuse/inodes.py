@@ -28,25 +28,35 @@ class Inode:
     """One file or directory the kernel knows. Slots and a tuple of links: a walk of 100,000
     files keeps 100,000 of these, so each costs a few hundred bytes, not a kilobyte."""
 
-    __slots__ = ("ino", "key", "kind", "lookups", "links", "dir", "handles", "cache_stamp")
+    __slots__ = ("ino", "key", "kind", "lookups", "link", "more", "dir", "handles", "cache_stamp")
 
     def __init__(self, ino: int, key: BackingKey, kind: int, lookups: int = 0, dir: Dir | None = None) -> None:
         self.ino = ino
         self.key = key
         self.kind = kind  # stat.S_IFMT of the entry
         self.lookups = lookups
-        self.links: tuple[Link, ...] = ()  # its names; almost always one
+        self.link: Link | None = None  # its name (almost always the only one) ...
+        self.more: tuple[Link, ...] = ()  # ... and the names of its other hard links
         self.dir = dir  # directories only
         self.handles = 0  # open file handles
-        self.cache_stamp: tuple[int, int] | None = None  # backing (mtime_ns, size) when pages were cached
+        self.cache_stamp: int | None = None  # the backing file's stamp when the kernel cached its pages
+
+    @property
+    def links(self) -> tuple[Link, ...]:
+        return self.more if self.link is None else (self.link, *self.more)
 
     def add_link(self, link: Link) -> None:
-        if link not in self.links:
-            self.links += (link,)
+        if self.link is None:
+            if link not in self.more:
+                self.link = link
+        elif link != self.link and link not in self.more:
+            self.more += (link,)
 
     def drop_link(self, link: Link) -> None:
-        if link in self.links:
-            self.links = tuple(other for other in self.links if other != link)
+        if link == self.link:
+            self.link = None
+        elif link in self.more:
+            self.more = tuple(other for other in self.more if other != link)
 
 
 class InodeTable:

@@ -270,6 +270,9 @@ def finish(state: MountState) -> None:
     """After unmount: make sure the mountpoint is sealed, log the end, drop the state file."""
     activity.ended(state, fail_closed(state.mountpoint))
     state.pid = state.start = None
+    from vaultfs.remote import mounthook
+
+    mounthook.after_unmount(state.mountpoint)  # REMOTE:PATH: rclone's mount goes down too, after its uploads
 
 
 def run_detached(vault: Any, args: Any, state: MountState) -> int:

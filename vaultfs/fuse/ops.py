@@ -23,6 +23,7 @@ import logging
 import os
 import stat
 import time
+from collections import Counter
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -42,6 +43,7 @@ ENTRY_TIMEOUT = 1.0  # seconds the kernel may trust a name -> inode answer
 ATTR_TIMEOUT = 1.0  # seconds it may trust attributes
 NEGATIVE_TIMEOUT = 1.0  # seconds it may trust "no such entry"
 THREAD_MIN = 128 * 1024  # bytes: reads/writes from this size run in a worker thread
+SLOW_BACKING_THREADS = 8  # worker threads for the backing calls of a slow (network) backing dir
 FALLOC_FL_KEEP_SIZE = 0x01  # <linux/falloc.h>
 FALLOC_FL_PUNCH_HOLE = 0x02
 _CURRENT = {"uid": "st_uid", "gid": "st_gid", "mode": "st_mode", "atime_ns": "st_atime_ns", "mtime_ns": "st_mtime_ns"}
@@ -56,11 +58,13 @@ F = TypeVar("F", bound=Callable[..., Awaitable[Any]])
 
 
 def handler(func: F) -> F:
-    """Record the access (for --idle) and turn every failure into an errno."""
+    """Record the access (for --idle, and a count per request type) and turn every failure into an errno."""
+    name = func.__name__
 
     @functools.wraps(func)
     async def wrapper(self: VaultOperations, *args: Any) -> Any:
         self.last_access = time.monotonic()
+        self.requests[name] += 1
         try:
             return await func(self, *args)
         except pyfuse3.FUSEError:
@@ -75,6 +79,15 @@ def handler(func: F) -> F:
             raise pyfuse3.FUSEError(errno.EIO) from None
 
     return wrapper  # type: ignore[return-value]
+
+
+def _stamp(st: os.stat_result) -> int:
+    """What the backing file looked like when the kernel cached its pages, as one int.
+
+    Kept for every file opened during the mount (100,000 of them after a backup): a hash
+    costs a tenth of the tuple it is made of; a collision would only keep a page cache.
+    """
+    return hash((st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns))
 
 
 def _name(raw: bytes) -> str:
@@ -97,11 +110,16 @@ class VaultOperations(pyfuse3.Operations):
 
     enable_writeback_cache = True
 
-    def __init__(self, vault: Vault, *, writeback_cache: bool = True,
+    def __init__(self, vault: Vault, *, writeback_cache: bool = True, slow_backing: bool = False,
                  on_ready: Callable[[], None] | None = None) -> None:
         super().__init__()
         self.vault = vault
         self.enable_writeback_cache = writeback_cache
+        # On a backing dir where a syscall may wait on a network (rclone's mount), every
+        # backing call runs in a worker thread: one slow open must not stall every request.
+        # On a local disk the thread hop would cost more than the call itself.
+        self.slow_backing = slow_backing
+        self._limiter = trio.CapacityLimiter(SLOW_BACKING_THREADS)
         self.inodes = InodeTable(vault.root, generation=int(time.time()) & 0x7FFFFFFF)
         self._files: dict[int, tuple[FileHandle, Inode]] = {}
         self._dirs: dict[int, _OpenDir] = {}
@@ -109,6 +127,9 @@ class VaultOperations(pyfuse3.Operations):
         self._as_root = os.geteuid() == 0
         self.on_ready = on_ready
         self.last_access = time.monotonic()
+        # Requests served, by type: logged at unmount. Every request that reaches this Python
+        # daemon costs tens of microseconds in the binding alone; this shows which ones come.
+        self.requests: Counter[str] = Counter()
         vault.conflicts.on_change = self._name_appeared
 
     def _name_appeared(self, directory: Dir, name: str) -> None:
@@ -133,6 +154,20 @@ class VaultOperations(pyfuse3.Operations):
                 pyfuse3.invalidate_inode(inode.ino)
             except OSError as exc:  # the kernel forgot it meanwhile (ENOENT), or the mount is gone
                 log.debug("invalidate inode %d: %s", inode.ino, exc)
+
+    async def _run(self, function: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+        """A Vault call: inline on the event loop, or in a worker thread when the backing is slow."""
+        if not self.slow_backing:
+            return function(*args, **kwargs)
+        return await trio.to_thread.run_sync(functools.partial(function, *args, **kwargs), limiter=self._limiter)
+
+    def _offload(self, size: int) -> bool:
+        return self.slow_backing or size >= THREAD_MIN
+
+    def request_summary(self) -> str:
+        total = sum(self.requests.values())
+        top = ", ".join(f"{name} {count}" for name, count in self.requests.most_common())
+        return f"{total} requests" + (f" ({top})" if top else "")
 
     def open_handles(self) -> int:
         """How many files the kernel holds open (the idle lock waits for zero)."""
@@ -178,7 +213,7 @@ class VaultOperations(pyfuse3.Operations):
         inode.lookups += 1
         return self._reply(inode, found.attr)
 
-    def _find(self, inode: Inode) -> Found:
+    async def _find(self, inode: Inode) -> Found:
         """Look an inode up again by one of its names (stale names are dropped on the way).
 
         A name can go stale behind our back (a sync client renamed or deleted the backing
@@ -188,7 +223,7 @@ class VaultOperations(pyfuse3.Operations):
         failure: OSError | None = None
         for link, (directory, name) in self.inodes.locations(inode):
             try:
-                found = self.vault.lookup(directory, name)
+                found = await self._run(self.vault.lookup, directory, name)
             except FileNotFoundError as exc:
                 self.inodes.drop_link(inode, link)
                 failure = exc
@@ -201,17 +236,17 @@ class VaultOperations(pyfuse3.Operations):
             return found
         raise failure or OSError(errno.ENOENT, "no name left", str(inode.ino))
 
-    def _attr(self, inode: Inode) -> Attr:
+    async def _attr(self, inode: Inode) -> Attr:
         if inode.dir is not None:
-            return self.vault.dir_attr(inode.dir)
-        opened = self.vault.open_attr(inode.key)  # open: through its fd, even when unlinked
-        return opened if opened is not None else self._find(inode).attr
+            return await self._run(self.vault.dir_attr, inode.dir)
+        opened = await self._run(self.vault.open_attr, inode.key)  # open: through its fd, even when unlinked
+        return opened if opened is not None else (await self._find(inode)).attr
 
-    def _place(self, inode: Inode) -> tuple[Any, str]:
+    async def _place(self, inode: Inode) -> tuple[Any, str]:
         """(directory, name) to act on an inode by name, checked to be current: the root is (None, '.')."""
         if inode.ino == ROOT_INODE:
             return None, "."
-        found = self._find(inode)
+        found = await self._find(inode)
         return found.entry.parent, found.entry.name
 
     def _handle(self, fh: int) -> FileHandle:
@@ -227,7 +262,7 @@ class VaultOperations(pyfuse3.Operations):
         directory = self.inodes.dir_of(parent_inode)
         plain = _name(name)
         try:
-            found = self.vault.lookup(directory, plain)
+            found = await self._run(self.vault.lookup, directory, plain)
         except FileNotFoundError:
             return self._negative()
         return self._entry_reply(parent_inode, plain, found)
@@ -239,7 +274,7 @@ class VaultOperations(pyfuse3.Operations):
     @handler
     async def getattr(self, inode: int, ctx: Any = None) -> pyfuse3.EntryAttributes:
         node = self.inodes.get(inode)
-        return self._reply(node, self._attr(node))
+        return self._reply(node, await self._attr(node))
 
     @handler
     async def setattr(self, inode: int, attr: pyfuse3.EntryAttributes, fields: pyfuse3.SetattrFields,
@@ -259,14 +294,14 @@ class VaultOperations(pyfuse3.Operations):
         size = attr.st_size if fields.update_size else None
         if not changes and size is None:
             # ctime alone: the writeback cache flushing it after a rename; nothing can set it.
-            return self._reply(node, self._attr(node))
-        if self.vault.setattr_open(node.key, size=size, **changes):
-            return self._reply(node, self._attr(node))
+            return self._reply(node, await self._attr(node))
+        if await self._run(self.vault.setattr_open, node.key, size=size, **changes):
+            return self._reply(node, await self._attr(node))
         if node.dir is not None or node.ino == ROOT_INODE:
-            current, (directory, name) = self._attr(node), self._place(node)
+            current, (directory, name) = await self._attr(node), await self._place(node)
         else:
             try:
-                found = self._find(node)
+                found = await self._find(node)
             except FileNotFoundError:
                 # Every name is gone and nothing holds it open (the writeback cache flushing
                 # the times of a deleted file): there is nothing left to change.
@@ -277,24 +312,24 @@ class VaultOperations(pyfuse3.Operations):
         # The writeback cache re-sends times the file already has (after every rename): skip those.
         changes = {field: value for field, value in changes.items() if _current(current, field) != value}
         if size is not None and size != current.st_size:
-            self.vault.truncate_at(directory, name, size)
+            await self._run(self.vault.truncate_at, directory, name, size)
         elif not changes:
             return self._reply(node, current)
         if changes:
-            self.vault.setattr_at(directory, name, **changes)
-        return self._reply(node, self._attr(node))
+            await self._run(self.vault.setattr_at, directory, name, **changes)
+        return self._reply(node, await self._attr(node))
 
     @handler
     async def readlink(self, inode: int, ctx: Any = None) -> bytes:
-        return _raw(self.vault.readlink_at(*self._place(self.inodes.get(inode))))
+        return _raw(await self._run(self.vault.readlink_at, *await self._place(self.inodes.get(inode))))
 
     @handler
     async def access(self, inode: int, mode: int, ctx: Any = None) -> bool:
-        return self.vault.access_at(*self._place(self.inodes.get(inode)), mode)
+        return await self._run(self.vault.access_at, *await self._place(self.inodes.get(inode)), mode)
 
     @handler
     async def statfs(self, ctx: Any = None) -> pyfuse3.StatvfsData:
-        info = self.vault.statfs()
+        info = await self._run(self.vault.statfs)
         reply = pyfuse3.StatvfsData()
         for field_name, value in info.items():
             setattr(reply, field_name, value)
@@ -302,13 +337,13 @@ class VaultOperations(pyfuse3.Operations):
 
     # ------------------------------------------------------------ extended attributes
 
-    def _xattr_place(self, inode: int) -> tuple[Any, str, Any]:
+    async def _xattr_place(self, inode: int) -> tuple[Any, str, Any]:
         """(directory, name, key): the open file's own fd is used when it is open (even unlinked)."""
         node = self.inodes.get(inode)
         if node.ino == ROOT_INODE:
             return None, ".", None
         try:
-            directory, name = self._place(node)
+            directory, name = await self._place(node)
         except FileNotFoundError:
             if self.vault.open_files.get(node.key) is None:
                 raise
@@ -319,50 +354,53 @@ class VaultOperations(pyfuse3.Operations):
     async def getxattr(self, inode: int, name: bytes, ctx: Any = None) -> bytes:
         if not name.startswith(b"user."):  # the kernel asks for security.capability before every write
             raise pyfuse3.FUSEError(errno.ENODATA)
-        directory, entry, key = self._xattr_place(inode)
-        return self.vault.getxattr_at(directory, entry, name, key)
+        directory, entry, key = await self._xattr_place(inode)
+        return await self._run(self.vault.getxattr_at, directory, entry, name, key)
 
     @handler
     async def setxattr(self, inode: int, name: bytes, value: bytes, ctx: Any = None) -> None:
-        directory, entry, key = self._xattr_place(inode)
-        self.vault.setxattr_at(directory, entry, name, value, key)
+        directory, entry, key = await self._xattr_place(inode)
+        await self._run(self.vault.setxattr_at, directory, entry, name, value, key)
 
     @handler
     async def listxattr(self, inode: int, ctx: Any = None) -> list[bytes]:
-        directory, entry, key = self._xattr_place(inode)
-        return self.vault.listxattr_at(directory, entry, key)
+        directory, entry, key = await self._xattr_place(inode)
+        return await self._run(self.vault.listxattr_at, directory, entry, key)
 
     @handler
     async def removexattr(self, inode: int, name: bytes, ctx: Any = None) -> None:
-        directory, entry, key = self._xattr_place(inode)
-        self.vault.removexattr_at(directory, entry, name, key)
+        directory, entry, key = await self._xattr_place(inode)
+        await self._run(self.vault.removexattr_at, directory, entry, name, key)
 
     # ------------------------------------------------------------ namespace
 
     @handler
     async def mkdir(self, parent_inode: int, name: bytes, mode: int, ctx: Any) -> pyfuse3.EntryAttributes:
         plain = _name(name)
-        found = self.vault.mkdir_at(self.inodes.dir_of(parent_inode), plain, mode, self._owner(ctx))
+        found = await self._run(self.vault.mkdir_at, self.inodes.dir_of(parent_inode), plain, mode,
+                                self._owner(ctx))
         return self._entry_reply(parent_inode, plain, found)
 
     @handler
     async def mknod(self, parent_inode: int, name: bytes, mode: int, rdev: int,
                     ctx: Any) -> pyfuse3.EntryAttributes:
         plain = _name(name)
-        found = self.vault.mknod_at(self.inodes.dir_of(parent_inode), plain, mode, rdev, self._owner(ctx))
+        found = await self._run(self.vault.mknod_at, self.inodes.dir_of(parent_inode), plain, mode, rdev,
+                                self._owner(ctx))
         return self._entry_reply(parent_inode, plain, found)
 
     @handler
     async def symlink(self, parent_inode: int, name: bytes, target: bytes, ctx: Any) -> pyfuse3.EntryAttributes:
         plain = _name(name)
-        found = self.vault.symlink_at(self.inodes.dir_of(parent_inode), plain, _name(target), self._owner(ctx))
+        found = await self._run(self.vault.symlink_at, self.inodes.dir_of(parent_inode), plain, _name(target),
+                                self._owner(ctx))
         return self._entry_reply(parent_inode, plain, found)
 
     @handler
     async def link(self, inode: int, new_parent_inode: int, new_name: bytes, ctx: Any) -> pyfuse3.EntryAttributes:
         plain = _name(new_name)
-        src_dir, src_name = self._place(self.inodes.get(inode))
-        found = self.vault.link_at(src_dir, src_name, self.inodes.dir_of(new_parent_inode), plain)
+        src_dir, src_name = await self._place(self.inodes.get(inode))
+        found = await self._run(self.vault.link_at, src_dir, src_name, self.inodes.dir_of(new_parent_inode), plain)
         return self._entry_reply(new_parent_inode, plain, found)
 
     def _removed(self, st: os.stat_result | None) -> None:
@@ -379,15 +417,15 @@ class VaultOperations(pyfuse3.Operations):
     @handler
     async def unlink(self, parent_inode: int, name: bytes, ctx: Any = None) -> None:
         plain = _name(name)
-        self._removed(self.vault.unlink_at(self.inodes.dir_of(parent_inode), plain))
+        self._removed(await self._run(self.vault.unlink_at, self.inodes.dir_of(parent_inode), plain))
         self.inodes.unlinked(parent_inode, plain)
 
     @handler
     async def rmdir(self, parent_inode: int, name: bytes, ctx: Any = None) -> None:
         plain = _name(name)
         directory = self.inodes.dir_of(parent_inode)
-        found = self.vault.lookup(directory, plain)
-        self.vault.rmdir_at(directory, plain)
+        found = await self._run(self.vault.lookup, directory, plain)
+        await self._run(self.vault.rmdir_at, directory, plain)
         self._removed(found.st)
         self.inodes.unlinked(parent_inode, plain)
 
@@ -395,7 +433,7 @@ class VaultOperations(pyfuse3.Operations):
     async def rename(self, parent_inode_old: int, name_old: bytes, parent_inode_new: int, name_new: bytes,
                      flags: int, ctx: Any = None) -> None:
         old, new = _name(name_old), _name(name_new)
-        self._removed(self.vault.rename_at(self.inodes.dir_of(parent_inode_old), old,
+        self._removed(await self._run(self.vault.rename_at, self.inodes.dir_of(parent_inode_old), old,
                                            self.inodes.dir_of(parent_inode_new), new, flags))
         if flags & 2:  # RENAME_EXCHANGE
             self.inodes.exchanged(parent_inode_old, old, parent_inode_new, new)
@@ -418,7 +456,7 @@ class VaultOperations(pyfuse3.Operations):
             raise OSError(errno.EBADF, "unknown directory handle")
         node = self.inodes.get(state.ino)
         if state.listing is None or start_id == 0:
-            state.listing = self.vault.listdir_at(self.inodes.dir_of(state.ino))
+            state.listing = await self._run(self.vault.listdir_at, self.inodes.dir_of(state.ino))
         # ids: 1 ".", 2 "..", 3.. the entries; each reply's next_id is where to resume.
         if start_id < 2:
             parent = node.links[0][0] if node.links else ROOT_INODE
@@ -447,7 +485,7 @@ class VaultOperations(pyfuse3.Operations):
         state = self._dirs.get(fh)
         if state is None:
             raise OSError(errno.EBADF, "unknown directory handle")
-        self.vault.fsyncdir_at(self.inodes.dir_of(state.ino))
+        await self._run(self.vault.fsyncdir_at, self.inodes.dir_of(state.ino))
 
     # ------------------------------------------------------------ files
 
@@ -463,10 +501,10 @@ class VaultOperations(pyfuse3.Operations):
             flags = (flags & ~os.O_ACCMODE) | os.O_RDWR
         return flags & ~os.O_APPEND
 
-    def _add_handle(self, inode: Inode, handle: FileHandle) -> pyfuse3.FileInfo:
+    async def _add_handle(self, inode: Inode, handle: FileHandle) -> pyfuse3.FileInfo:
         """Register a handle; keep the kernel's page cache only if the file did not change meanwhile."""
-        st = handle.stat()
-        stamp = (st.st_mtime_ns, st.st_size)
+        st = await self._run(handle.stat)
+        stamp = _stamp(st)
         keep = stamp == inode.cache_stamp
         inode.cache_stamp = stamp
         inode.handles += 1
@@ -480,32 +518,32 @@ class VaultOperations(pyfuse3.Operations):
         flags = self._flags(flags)
         handle = self.vault.reopen(node.key, flags) if flags & os.O_TRUNC == 0 else None
         if handle is None:
-            handle = self.vault.open_at(*self._place(node), flags)
+            handle = await self._run(self.vault.open_at, *await self._place(node), flags)
             if handle.key != node.key:
                 self.inodes.rekey(node, handle.key)
-        return self._add_handle(node, handle)
+        return await self._add_handle(node, handle)
 
     @handler
     async def create(self, parent_inode: int, name: bytes, mode: int, flags: int,
                      ctx: Any) -> tuple[pyfuse3.FileInfo, pyfuse3.EntryAttributes]:
         plain = _name(name)
-        handle, found = self.vault.create_at(self.inodes.dir_of(parent_inode), plain, mode, self._flags(flags),
-                                             self._owner(ctx))
+        handle, found = await self._run(self.vault.create_at, self.inodes.dir_of(parent_inode), plain, mode,
+                                        self._flags(flags), self._owner(ctx))
         reply = self._entry_reply(parent_inode, plain, found)
-        return self._add_handle(self.inodes.get(reply.st_ino), handle), reply
+        return await self._add_handle(self.inodes.get(reply.st_ino), handle), reply
 
     @handler
     async def read(self, fh: int, off: int, size: int) -> bytes:
         handle = self._handle(fh)
-        if size >= THREAD_MIN:
-            return await trio.to_thread.run_sync(handle.read, off, size)
+        if self._offload(size):
+            return await trio.to_thread.run_sync(handle.read, off, size, limiter=self._limiter)
         return handle.read(off, size)
 
     @handler
     async def write(self, fh: int, off: int, buf: bytes) -> int:
         handle = self._handle(fh)
-        if len(buf) >= THREAD_MIN:
-            return await trio.to_thread.run_sync(handle.write, off, buf)
+        if self._offload(len(buf)):
+            return await trio.to_thread.run_sync(handle.write, off, buf, limiter=self._limiter)
         return handle.write(off, buf)
 
     @handler
@@ -515,7 +553,7 @@ class VaultOperations(pyfuse3.Operations):
     @handler
     async def fsync(self, fh: int, datasync: bool) -> None:
         handle = self._handle(fh)
-        await trio.to_thread.run_sync(handle.fsync, datasync)
+        await trio.to_thread.run_sync(handle.fsync, datasync, limiter=self._limiter)
 
     @handler
     async def fallocate(self, fh: int, mode: int, offset: int, length: int) -> None:
@@ -538,11 +576,11 @@ class VaultOperations(pyfuse3.Operations):
             return
         handle, inode = found
         try:
-            st = handle.stat()
-            inode.cache_stamp = (st.st_mtime_ns, st.st_size)  # our own writes keep the page cache valid
+            st = await self._run(handle.stat)
+            inode.cache_stamp = _stamp(st)  # our own writes keep the page cache valid
         finally:
-            handle.close()
             inode.handles -= 1
+            await self._run(handle.close)
         if not st.st_nlink and self.vault.open_files.get(inode.key) is None:
             self.inodes.detach(inode.key)  # unlinked while open: now the backing file is gone
         self.inodes.forget(inode.ino, 0)  # gone if the kernel forgot it while it was open
