@@ -132,11 +132,13 @@ def test_a_directory_without_its_id_is_reported_with_its_owner_and_moved_there(v
     assert problem.startswith("PROBLEM dir-id: /X ") and "belong to /Y" in problem
     repaired = fsck(vault_dir, "--repair")
     assert repaired.returncode == 0, repaired.stdout + repaired.stderr
-    assert not x_path.exists() and "old (conflict moved).txt" in repaired.stdout
+    assert lines(repaired, "REPAIRED dir-id: /X ") and not x_path.exists()
     vault = vault_dir.unlock(read_only=True)
     assert read_file(vault, "/Y/new.txt") == b"written on B"
     vault.close()
-    assert fsck(vault_dir).returncode == 0
+    again = fsck(vault_dir)
+    assert again.returncode == 0 and "0 problem(s)" in again.stdout
+    assert "/Y/old (conflict moved).txt: a version of /Y/old.txt" in again.stdout
 
 
 def test_conflicts_lists_what_waits_with_client_and_original(vault_dir: VaultDir) -> None:
