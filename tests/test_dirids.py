@@ -13,13 +13,13 @@ from pathlib import Path
 
 import pytest
 
+from tests.spec_writer import WKeys, w_seal
 from vaultfs.errors import IntegrityError, WrongRecoveryKey
 from vaultfs.format.dirids import (
     DIRID_NAME,
     MAX_RECORDS,
     ROOT,
     BoundDirIds,
-    DirIds,
     Place,
     record_aad,
     root_version,
@@ -27,6 +27,11 @@ from vaultfs.format.dirids import (
 from vaultfs.format.keys import VaultKeys
 
 KEYS = VaultKeys.derive(bytes(range(32)))
+
+
+def v1_record(dir_id: bytes) -> bytes:
+    """A format-v1 record (docs/format.md section 13), sealed by the spec writer."""
+    return w_seal(WKeys(bytes(range(32))).kd, dir_id, b"vaultfs/v1/dir-id")
 PARENT = bytes(range(16))
 
 
@@ -113,7 +118,7 @@ def test_two_devices_ids_for_one_place_are_both_valid(tmp_path: Path, dirids: Bo
 def test_v1_records_and_malformed_files_are_listed_not_used(tmp_path: Path, dirids: BoundDirIds) -> None:
     place = Place.of(PARENT, "d")
     d = make_dir(tmp_path / "d")
-    (d / DIRID_NAME).write_bytes(DirIds(KEYS).seal(os.urandom(16)))
+    (d / DIRID_NAME).write_bytes(v1_record(os.urandom(16)))
     with pytest.raises(IntegrityError, match="format-v1"):
         dirids.read_at(str(d), place, "/d")
     good = dirids.seal(os.urandom(16), place)
@@ -135,7 +140,7 @@ def test_the_associated_data_is_unambiguous() -> None:
 def test_root_version_tells_v1_from_v2_and_refuses_another_key(tmp_path: Path, dirids: BoundDirIds) -> None:
     v2, v1 = make_dir(tmp_path / "v2"), make_dir(tmp_path / "v1")
     dirids.create(str(v2), ROOT, KEYS.root_dir_id)
-    (v1 / DIRID_NAME).write_bytes(DirIds(KEYS).seal(KEYS.root_dir_id))
+    (v1 / DIRID_NAME).write_bytes(v1_record(KEYS.root_dir_id))
     assert root_version(KEYS, str(v2)) == 2 and root_version(KEYS, str(v1)) == 1
     with pytest.raises(WrongRecoveryKey):
         root_version(VaultKeys.derive(os.urandom(32)), str(v2))

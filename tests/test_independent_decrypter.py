@@ -1,7 +1,8 @@
 """The independent decrypter (tests/independent_decrypter.py) against three writers.
 
 1. The committed vector vault, with the password and with the recovery key.
-2. A fresh vault written by vaultfs through its Vault API, including appends, truncation, renames.
+2. A fresh vault written by vaultfs through its Vault API (format version 2), including appends,
+   truncation, sparse extension, renames, symlinks and a FIFO.
 3. A tiny spec-following *encryptor* in this module, built on the ``cryptography`` package rather
    than pycryptodome, so the two sides share no primitive implementation: it checks the decrypter's
    pieces and, read back by vaultfs, checks vaultfs's reader against the spec from the writer side.
@@ -42,7 +43,6 @@ from tests.spec_writer import (
     write_vault,
 )
 from vaultfs.format import keyfile
-from vaultfs.format.dirids import DirIds
 from vaultfs.format.keyfile import KdfParams
 from vaultfs.tools import upgrade
 from vaultfs.vault import Vault, init_vault
@@ -590,10 +590,8 @@ def test_vector_config_mac_and_version(vector_copy: Path) -> None:
 
 
 # ---- (b) a fresh vault written by vaultfs --------------------------------------------------------
-# The Vault still writes the version-1 layout (VFS1 files, v1 directory IDs, backing symlinks and
-# FIFOs) until it is switched to version 2; the fixture labels its config version 1 so that this is
-# the version-1 vault it is, reads it as such, and then upgrades it.  Names are all NFC here: the Vault
-# already keeps names as exact bytes, which version 1 did not (NFD names are tested with version 2).
+# Written by the Vault in format version 2 (directory IDs bound to their place, .vfx specials, a
+# sparse extension) and read by the independent decrypter from docs/format.md alone.
 
 FRESH_PASSWORD = "fresh pässwörd"
 LONG_NAME = "ü" * 95 + "long-name"  # 199 bytes
@@ -628,6 +626,9 @@ def fresh_expected() -> dict[str, idec.Entry]:
     tree["/lnk"] = idec.Entry("symlink", target="target/path")
     tree["/Ünïcödé dïr/lnk ü"] = idec.Entry("symlink", target="../d/f ünïcödé")
     tree["/fifo"] = idec.Entry("fifo")
+    tree["/" + unicodedata.normalize("NFD", "Résumé")] = idec.Entry("dir")
+    tree["/" + unicodedata.normalize("NFD", "Résumé") + "/" + unicodedata.normalize("NFC", "café")] = idec.Entry(
+        "file", content=b"an NFC name in an NFD directory")
     return tree
 
 
@@ -673,30 +674,21 @@ def fresh(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
         v.symlink("target/path", "/lnk")
         v.symlink("../d/f ünïcödé", "/Ünïcödé dïr/lnk ü")
         v.mknod("/fifo", stat.S_IFIFO | 0o644)
+        v.mkdir("/" + unicodedata.normalize("NFD", "Résumé"), 0o755)
+        _write(v, "/" + unicodedata.normalize("NFD", "Résumé") + "/" + unicodedata.normalize("NFC", "café"),
+               [(0, b"an NFC name in an NFD directory")])
     finally:
         v.close()
-    label_as_version_1(backing, FRESH_PASSWORD)
     return backing, recovery_key
 
 
-def label_as_version_1(backing: Path, password: str) -> None:
-    """Re-sign the config with version 1 (what the Vault's layout still is), keeping its slots, and give
-    the root the v1 record (the v1 Vault writes the root's in the v2 form, see format.dirids.DirIds)."""
-    keys, config = keyfile.unlock(str(backing), password)
-    relabelled = keyfile.Config(config.vault_id, config.slots, config.block_size, 1).signed(keys)
-    keyfile.write_config(str(backing), relabelled)
-    (backing / "vaultfs.dirid").write_bytes(DirIds(keys).seal(keys.root_dir_id))
-
-
-def test_fresh_vaultfs_vault_upgrades_and_both_readers_agree(fresh: tuple[Path, str], tmp_path: Path) -> None:
-    backing = copy_vault(fresh[0], tmp_path / "v")
-    upgrade_in_process(backing, FRESH_PASSWORD)
+def test_fresh_vaultfs_vault_is_read_by_both_readers(fresh: tuple[Path, str]) -> None:
     expected = summary(fresh_expected())
-    assert summary(idec.open_vault(backing, password=FRESH_PASSWORD).walk()) == expected
-    assert summary(idec.open_vault(backing, recovery_key=fresh[1]).walk()) == expected
-    assert summary(format_walk.walk_v2(backing, format_walk.unlock(backing, FRESH_PASSWORD))) == expected
-    leftovers = [p for p in backing.rglob("*") if not (p.is_file() or p.is_dir()) or p.is_symlink()]
-    assert leftovers == [], "only regular files and directories remain"
+    assert summary(format_walk.walk_v2(fresh[0], format_walk.unlock(fresh[0], FRESH_PASSWORD))) == expected
+    leftovers = [p for p in fresh[0].rglob("*") if not (p.is_file() or p.is_dir()) or p.is_symlink()]
+    assert leftovers == [], "only regular files and directories"
+    extended = backing_path(fresh[0], idec.open_vault(fresh[0], password=FRESH_PASSWORD).keys, "/extended", 2)
+    assert extended.read_bytes()[7] == 1, "the extension made the file sparse (flag bit 0)"
 
 
 def test_fresh_vaultfs_vault_decrypts_with_password(fresh: tuple[Path, str]) -> None:
@@ -719,10 +711,12 @@ def test_fresh_vaultfs_vault_layout_matches_the_spec(fresh: tuple[Path, str]) ->
         (1, 1024, 1, 1)]
     assert all(p.stat().st_size == 44 for p in backing.rglob("vaultfs.dirid"))
     keys = idec.open_vault(backing, password=FRESH_PASSWORD).keys
-    assert backing_path(backing, keys, "/Ünïcödé dïr/nested/deeper/" + LONG_NAME).suffix == ".vfl"
-    assert backing_path(backing, keys, "/Ünïcödé dïr/nested/" + "n" * 111).suffix == ".vfs"
-    assert backing_path(backing, keys, "/Ünïcödé dïr/nested/" + "n" * 112).suffix == ".vfl"
-    assert os.path.getsize(backing_path(backing, keys, "/empty")) == 68
+    assert backing_path(backing, keys, "/Ünïcödé dïr/nested/deeper/" + LONG_NAME, 2).suffix == ".vfl"
+    assert backing_path(backing, keys, "/Ünïcödé dïr/nested/" + "n" * 111, 2).suffix == ".vfs"
+    assert backing_path(backing, keys, "/Ünïcödé dïr/nested/" + "n" * 112, 2).suffix == ".vfl"
+    assert os.path.getsize(backing_path(backing, keys, "/empty", 2)) == 68
+    assert backing_path(backing, keys, "/lnk", 2).suffix == ".vfx"
+    assert backing_path(backing, keys, "/fifo", 2).read_bytes()[:8] == b"VFS2\x01\x0c\x03\x00"
 
 
 @pytest.fixture
@@ -734,7 +728,7 @@ def fresh_copy(fresh: tuple[Path, str], tmp_path: Path) -> Path:
 
 @pytest.mark.parametrize("offset", [10, 40 + 100 * 4124 + 7, 40 + 256 * 4124 + 12])
 def test_fresh_flipped_byte_fails(fresh_copy: Path, offset: int) -> None:
-    target = backing_path(fresh_copy, idec.open_vault(fresh_copy, password=FRESH_PASSWORD).keys, "/1MiB+1.bin")
+    target = backing_path(fresh_copy, idec.open_vault(fresh_copy, password=FRESH_PASSWORD).keys, "/1MiB+1.bin", 2)
     data = bytearray(target.read_bytes())
     data[offset] ^= 0x80
     target.write_bytes(bytes(data))
@@ -744,7 +738,7 @@ def test_fresh_flipped_byte_fails(fresh_copy: Path, offset: int) -> None:
 
 @pytest.mark.parametrize("cut", [1, 29, 29 + 4124, 4000])
 def test_fresh_truncated_file_fails(fresh_copy: Path, cut: int) -> None:
-    target = backing_path(fresh_copy, idec.open_vault(fresh_copy, password=FRESH_PASSWORD).keys, "/1MiB+1.bin")
+    target = backing_path(fresh_copy, idec.open_vault(fresh_copy, password=FRESH_PASSWORD).keys, "/1MiB+1.bin", 2)
     with open(target, "r+b") as f:
         f.truncate(os.path.getsize(target) - cut)
     with pytest.raises(idec.IntegrityError):

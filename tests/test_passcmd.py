@@ -30,6 +30,7 @@ VERBS = {
     "cat": ["/hello.txt"],
     "export": ["OUT"],
     "fsck": [],
+    "conflicts": [],
     "passwd": ["--new-passfile", "NEWPASS", "--kdf-memory-kib", "1024", "--kdf-time", "1",
                "--kdf-parallelism", "1", "--insecure-kdf-for-tests"],
 }

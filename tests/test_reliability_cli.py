@@ -25,6 +25,7 @@ VERBS_AND_MISSING = {
     "ls": [],
     "cat": ["BACKING_ONLY"],
     "fsck": [],
+    "conflicts": [],
 }
 
 
@@ -50,7 +51,8 @@ def test_unknown_verb_and_option() -> None:
     one_line(run_cli("init", "x", "--kdf-time", "zero"), 2, "positive integer")
 
 
-@pytest.mark.parametrize("verb", ["info", "passwd", "recover", "export", "import", "ls", "cat", "fsck", "mount"])
+@pytest.mark.parametrize("verb", ["info", "passwd", "recover", "export", "import", "ls", "cat", "fsck", "conflicts",
+                                  "mount"])
 def test_backing_dir_missing_or_a_file(tmp_path: Path, verb: str) -> None:
     passfile = write_passfile(tmp_path / "p", "pw")
     (tmp_path / "file").write_text("x")

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import errno
 import os
-import stat
 from pathlib import Path
 
 import pytest
@@ -28,6 +27,7 @@ def test_hostile_entries_through_the_mount(new_vault: Vault, tmp_path: Path) -> 
         (mnt / "dir").mkdir()
         (mnt / "dir" / "inside").write_text("in")
         (mnt / "nodirid").mkdir()
+        (mnt / "nodirid" / "inside").write_text("its name decrypts under no directory once the ID is gone")
         (mnt / ("long" * 40)).write_text("long")
         # vandalise the backing directory behind the daemon's back
         for name, size in (("hdr0", 0), ("hdr5", 5), ("hdr39", 39), ("hdr41", 41), ("hdr1m", 1 << 20)):
@@ -64,10 +64,12 @@ def test_hostile_entries_through_the_mount(new_vault: Vault, tmp_path: Path) -> 
         assert info.value.errno == errno.EIO
         with pytest.raises(OSError):
             (mnt / "escape").read_text()
-        # Format v1 stores FIFOs as backing FIFOs: one planted under a valid name is a FIFO in
-        # the view (the kernel opens FIFOs itself; the daemon is never asked to read it).
-        assert stat.S_ISFIFO(os.stat(mnt / "fifo").st_mode)
-        os.close(os.open(mnt / "fifo", os.O_RDONLY | os.O_NONBLOCK))
+        # Format v2 stores FIFOs as .vfx files: a backing FIFO planted under a valid name is
+        # foreign, hidden like the planted symlink, never opened.
+        assert "fifo" not in listing and "escape" not in listing
+        for name in ("fifo", "escape"):
+            with pytest.raises(FileNotFoundError):
+                os.lstat(mnt / name)
         assert os.listdir(mnt / "dir") == []
         assert (mnt / "good.txt").read_text() == "good"
         assert mountstate.process_start(daemon_pid(mnt)) is not None
@@ -75,4 +77,6 @@ def test_hostile_entries_through_the_mount(new_vault: Vault, tmp_path: Path) -> 
     log = new_vault.logfile.read_text()
     assert log.count("garbage name.vfs") == 1 and log.count("desktop.ini") == 1
     assert log.count(moved.name) == 1
+    for name in ("fifo", "escape"):  # reported once each, as foreign entries
+        assert log.count(backing_path(new_vault, f"/{name}").name) == 1, name
     assert "Traceback" not in log

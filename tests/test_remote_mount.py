@@ -68,7 +68,9 @@ def test_lock_waits_until_rclone_has_uploaded_everything(cloud, tmp_path: Path) 
     with remote_mounted(cloud, one, "dav:chat", mnt, env={"RCLONE_BWLIMIT": "1M"}) as mounted:
         assert "rclone's mount of dav:chat" in mounted.stdout
         assert mount_type(str(rclone_dir(mnt))) == "fuse.rclone"
-        assert sorted(os.listdir(mnt)) == ["Databases", "Media", "empty.txt"]  # v1 symlinks: see docs/remote.md
+        # format v2 keeps the symlink as a .vfx file, which rclone's mount carries (docs/remote.md)
+        assert sorted(os.listdir(mnt)) == ["Databases", "Media", "empty.txt", "latest.db"]
+        assert os.readlink(mnt / "latest.db") == "Databases/msgstore.db"
         assert (mnt / "Databases" / "msgstore.db").read_bytes() == read(one.path, "/Databases/msgstore.db")
         (mnt / "Databases" / "msgstore.db").write_bytes(big)
         (mnt / "PLANTED-NAME-Hochzeitsfotos.txt").write_bytes(b"PLANTED-CONTENT-7f3a9c-do-not-leak")

@@ -75,7 +75,7 @@ def sub_backing(vault_dir: VaultDir) -> Path:
 
 
 @pytest.mark.parametrize("kind", sorted(KINDS))
-def test_a_non_regular_dirid_conflict_copy_is_ignored(populated: VaultDir, kind: str) -> None:
+def test_a_non_regular_dirid_conflict_copy_is_ignored_and_reported(populated: VaultDir, kind: str) -> None:
     plant(populated.path / "vaultfs (1).dirid", kind)
     plant(sub_backing(populated) / "vaultfs (1).dirid", kind)
     passfile = ["--passfile", str(populated.passfile)]
@@ -83,7 +83,10 @@ def test_a_non_regular_dirid_conflict_copy_is_ignored(populated: VaultDir, kind:
     assert listing.returncode == 0 and "kept.txt" in listing.stdout, listing
     assert run_cli("info", str(populated.path), timeout=TIMEOUT).returncode == 0
     fsck = run_cli("fsck", str(populated.path), *passfile, timeout=TIMEOUT)
-    assert fsck.returncode == 0 and "0 problem(s)" in fsck.stdout, fsck
+    problems = [line for line in fsck.stdout.splitlines() + fsck.stderr.splitlines() if line.startswith("PROBLEM")]
+    assert fsck.returncode == 12 and len(problems) == 2, fsck
+    assert all("PROBLEM dir-id-record" in line and "vaultfs (1).dirid" in line and KINDS[kind] in line
+               for line in problems), problems
 
 
 @pytest.mark.parametrize("kind", sorted(KINDS))

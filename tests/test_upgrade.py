@@ -28,6 +28,7 @@ from vaultfs.errors import UsageError
 from vaultfs.format import contentcheck, keyfile
 from vaultfs.format.keys import VaultKeys
 from vaultfs.tools import upgrade
+from vaultfs.vault import Vault
 
 PASSWORD = "upgrade me"
 LONG = "a symlink with a long name " * 5
@@ -105,6 +106,28 @@ def assert_upgraded(backing_dir: Path) -> None:
     assert os.stat(pipe).st_ino == os.stat(pipe_link).st_ino and pipe.suffix == ".vfx"
 
 
+def vault_entries(vault: Vault, top: str = "/") -> dict[str, idec.Entry]:
+    """What the version-2 Vault shows, as the independent decrypter's entries."""
+    import stat
+
+    kinds = {stat.S_IFIFO: "fifo", stat.S_IFSOCK: "socket", stat.S_IFCHR: "chardev", stat.S_IFBLK: "blockdev"}
+    out: dict[str, idec.Entry] = {}
+    for name, attr in vault.listdir(top):
+        path = top.rstrip("/") + "/" + name
+        if stat.S_ISDIR(attr.st_mode):
+            out[path] = idec.Entry("dir")
+            out.update(vault_entries(vault, path))
+        elif stat.S_ISLNK(attr.st_mode):
+            out[path] = idec.Entry("symlink", target=vault.readlink(path))
+        elif stat.S_ISREG(attr.st_mode):
+            handle = vault.open(path, os.O_RDONLY)
+            out[path] = idec.Entry("file", content=handle.read(0, handle.size))
+            handle.close()
+        else:
+            out[path] = idec.Entry(kinds[stat.S_IFMT(attr.st_mode)])
+    return out
+
+
 def keys_of(backing_dir: Path) -> idec.Keys:
     return idec.open_vault(backing_dir, password=PASSWORD).keys
 
@@ -122,6 +145,12 @@ def test_upgrade_converts_everything_and_keeps_links_modes_and_times(vault: Path
     assert report.specials_converted == 6 and report.files_converted == 9
     assert os.stat(msgstore).st_mtime_ns == 2_000_000_000, "a file's times are kept"
     assert os.stat(chats).st_mtime_ns == 4_000_000_000, "a directory's times are restored"
+    for read_only in (True, False, True):  # the version-2 Vault reads it; a writable one resolves and merges
+        opened = Vault.unlock(str(vault), PASSWORD, read_only=read_only)
+        try:
+            assert sw.summary(vault_entries(opened)) == expected_tree()
+        finally:
+            opened.close()
 
 
 def test_the_second_directory_id_stays_valid_only_where_it_is(vault: Path) -> None:

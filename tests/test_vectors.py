@@ -1,14 +1,18 @@
-"""The committed format-v1 vault keeps its recorded tree through `vaultfs upgrade` (borg test_format_is_stable).
+"""The committed vector vaults keep their recorded trees (borg test_format_is_stable).
 
-Version-2 readers refuse it with the upgrade hint; after `vaultfs upgrade` (the real CLI) both vaultfs's
-format layer and the independent decrypter read back every file, the symlink and every name.
+Format v1: version-2 readers refuse it with the upgrade hint; after `vaultfs upgrade` (the real CLI)
+both vaultfs's format layer and the independent decrypter read back every file, the symlink and every
+name.  Format v2 (written by the version-2 Vault): the Vault, the CLI's export, vaultfs's format layer
+and the independent decrypter all read it to its recorded tree.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import os
 import shutil
+import stat
 from pathlib import Path
 
 import pytest
@@ -23,6 +27,7 @@ from vaultfs.vault import Vault
 
 VECTORS = Path(__file__).resolve().parent / "vectors"
 DESCRIPTION = json.loads((VECTORS / "v1.json").read_text(encoding="utf-8"))
+V2 = json.loads((VECTORS / "v2.json").read_text(encoding="utf-8"))
 
 
 def as_tree(entries: dict[str, idec.Entry]) -> dict[str, dict[str, object]]:
@@ -35,6 +40,8 @@ def as_tree(entries: dict[str, idec.Entry]) -> dict[str, dict[str, object]]:
                           "sha256": hashlib.sha256(entry.content).hexdigest()}
         elif entry.kind == "symlink":
             tree[path] = {"type": "symlink", "target": entry.target}
+        elif entry.kind in ("chardev", "blockdev"):
+            tree[path] = {"type": entry.kind, "rdev": entry.rdev}
         else:
             tree[path] = {"type": entry.kind}
     return tree
@@ -76,6 +83,12 @@ def test_the_vector_vault_upgrades_and_reads_back_its_tree(vector_copy: Path, tm
     by_key = idec.open_vault(vector_copy, recovery_key=DESCRIPTION["recovery_key"])
     assert as_tree(by_key.walk()) == DESCRIPTION["tree"]
     assert not [p for p in vector_copy.rglob("*") if p.is_symlink()], "the symlink became a .vfx file"
+    for read_only in (True, False):  # and the version-2 Vault reads what upgrade wrote
+        vault = Vault.unlock(str(vector_copy), DESCRIPTION["password"], read_only=read_only)
+        try:
+            assert vault_tree(vault) == DESCRIPTION["tree"]
+        finally:
+            vault.close()
     again = run_cli("upgrade", str(vector_copy), "--passfile", str(passfile))
     assert again.returncode == 0 and "nothing to do" in again.stdout
 
@@ -89,3 +102,56 @@ def test_vector_tree_covers_the_format(vector_copy: Path) -> None:
     assert any(len(path.rsplit("/", 1)[1].encode()) > 111 for path in tree)  # a long name
     assert list(vector_copy.rglob("*.vfl")) and list(vector_copy.rglob("*.vfn"))
     assert json.loads((vector_copy / "vaultfs.conf").read_text())["version"] == 1
+
+
+# ---------------------------------------------------------------- format version 2
+
+
+def vault_tree(vault: Vault, top: str = "/") -> dict[str, dict[str, object]]:
+    """The v2.json shape of a tree read through the Vault API."""
+    tree: dict[str, dict[str, object]] = {}
+    for name, attr in vault.listdir(top):
+        path = top.rstrip("/") + "/" + name
+        if stat.S_ISDIR(attr.st_mode):
+            tree[path] = {"type": "dir"}
+            tree.update(vault_tree(vault, path))
+        elif stat.S_ISLNK(attr.st_mode):
+            tree[path] = {"type": "symlink", "target": vault.readlink(path)}
+        elif stat.S_ISFIFO(attr.st_mode):
+            tree[path] = {"type": "fifo"}
+        elif stat.S_ISCHR(attr.st_mode):
+            tree[path] = {"type": "chardev", "rdev": attr.st_rdev}
+        else:
+            handle = vault.open(path, os.O_RDONLY)
+            data = handle.read(0, handle.size)
+            handle.close()
+            tree[path] = {"type": "file", "size": len(data), "sha256": hashlib.sha256(data).hexdigest()}
+    return tree
+
+
+def test_the_version_2_vectors_read_back_with_every_reader(tmp_path: Path) -> None:
+    copy = tmp_path / "v2"
+    shutil.copytree(VECTORS / "v2", copy)
+    expected = V2["tree"]
+    vault = Vault.unlock(str(copy), V2["password"], read_only=True)
+    try:
+        assert vault_tree(vault) == expected
+    finally:
+        vault.close()
+    assert as_tree(format_walk.walk_v2(copy, format_walk.unlock(copy, V2["password"]))) == expected
+    assert as_tree(idec.open_vault(copy, password=V2["password"]).walk()) == expected
+    assert as_tree(idec.open_vault(copy, recovery_key=V2["recovery_key"]).walk()) == expected
+    passfile = write_passfile(tmp_path / "pw", V2["password"])
+    checked = run_cli("fsck", str(copy), "--passfile", str(passfile))
+    assert checked.returncode == 0 and "0 problem(s)" in checked.stdout, checked.stdout + checked.stderr
+
+
+def test_version_2_vector_tree_covers_the_format() -> None:
+    tree = V2["tree"]
+    assert {entry["type"] for entry in tree.values()} == {"file", "dir", "symlink", "fifo", "chardev"}
+    assert any(len(path.rsplit("/", 1)[1].encode()) > 111 for path in tree)  # a long name
+    assert "/chats/Résumé café.txt" in tree and "/chats/Re\u0301sume\u0301 cafe\u0301.txt" in tree  # NFC, NFD
+    sparse = sorted(VECTORS.joinpath("v2").glob("*.vfs"), key=lambda p: p.stat().st_size)[-1].read_bytes()
+    assert sparse[7] == 1 and sparse.count(bytes(4124)) > 100, "a sparse file, with holes as zeros"
+    assert not [p for p in VECTORS.joinpath("v2").rglob("*") if p.is_symlink() or not (p.is_file() or p.is_dir())]
+    assert json.loads((VECTORS / "v2" / "vaultfs.conf").read_text())["version"] == 2

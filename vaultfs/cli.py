@@ -262,11 +262,33 @@ def cmd_fsck(args: argparse.Namespace) -> int:
         vault.close()
     problems = report.problems + ([config_problem] if config_problem else [])
     remaining = [p for p in problems if not p.repaired]
-    print(f"checked {report.directories} directories, {report.files} files, {report.bytes_checked} bytes: "
+    print(f"checked {report.directories} directories, {report.files} files, {report.specials} special entries "
+          f"(symlinks, FIFOs, sockets, devices), {report.bytes_checked} bytes: "
           f"{len(problems)} problem(s), {len(problems) - len(remaining)} repaired, {len(remaining)} remaining")
+    if report.conflicts:
+        print(f"{len(report.conflicts)} sync conflict(s) waiting for you (keep one version: delete or rename "
+              "the other):")
+        for conflict in report.conflicts:
+            print(f"  {conflict.line()}")
     if remaining:
         raise ProblemsFound(f"{len(remaining)} problem(s) remain" + ("" if args.repair else
                             "; `vaultfs fsck --repair` fixes the safe ones"))
+    return 0
+
+
+def cmd_conflicts(args: argparse.Namespace) -> int:
+    from vaultfs.tools.conflicts import find_conflicts
+
+    vault = _unlock(args)
+    try:
+        found = 0
+        for conflict, original_exists in find_conflicts(vault):
+            print(conflict.line(original_exists))
+            found += 1
+    finally:
+        vault.close()
+    print(f"{found} sync conflict(s) waiting" + (" (keep one version: delete or rename the other)" if found else ""),
+          file=sys.stderr)
     return 0
 
 
@@ -487,14 +509,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("path", metavar="PATH")
 
     p = _verb(sub, "fsck", cmd_fsck, "check every name, header and block; --repair fixes the safe problems",
-              "Check the config MAC, every directory ID, name, long-name sidecar, header, block tag and "
-              "is_last mark. Exit 0 when clean, 12 when problems remain.")
+              "Check the config MAC, every directory ID, name, long-name sidecar, header, block tag, is_last mark "
+              "and hole, and list the sync conflicts waiting for you. Exit 0 when clean, 12 when problems remain.")
     p.add_argument("--repair", action="store_true",
-                   help="remove orphan sidecars and staging leftovers, resolve sync conflicts (refused when the "
-                        "config does not verify)")
+                   help="remove orphan sidecars and staging leftovers, resolve sync-conflict copies and duplicate "
+                        "names, merge a directory's IDs, move a directory without an ID into the one its names "
+                        "belong to, finish interrupted writes into holes and truncates (refused when the config "
+                        "does not verify)")
     p.add_argument("--accept-truncated", action="store_true",
                    help="with --repair: accept a file whose last block is not marked last (a crash during an "
                         "append, or a file cut at a block boundary) at its shorter length; what followed is lost")
+
+    _verb(sub, "conflicts", cmd_conflicts, "list the sync conflicts waiting for you (read-only)",
+          "List every entry that is another device's version of a file, directory or link, shown next to the "
+          "original under the sync client's words (which client, against which original). Changes nothing.")
 
     _verb(sub, "upgrade", cmd_upgrade, "convert a format-version-1 vault to version 2, in place",
           "Convert a vault of format version 1 to version 2 in place: directory IDs bound to their place, "

@@ -1,30 +1,42 @@
-"""What the vault does with a sync client's conflict copy (Cryptomator-style).
+"""What the vault does with a sync client's conflict copy, and with a name found twice.
 
-On first sight in a writable vault: a copy whose original is gone takes its place; a
-copy identical to its original (same plaintext) is removed; any other copy is renamed
-to the encryption of ``<stem> (conflict N)<ext>`` so that it shows up next to the
-original, readable, and can be opened, renamed or deleted like any file.  A read-only
-vault (export) shows the copy under that name without touching the backing directory.
-Every action is logged.  Built on the backing tree alone: it never calls into the Vault.
+docs/format.md section 9, on first sight in a writable vault: a copy whose original is
+gone takes its place; a copy with the same plaintext as the original is removed; any
+other copy is renamed to the encryption of its *shown name*, the original's name with
+the client's own words in it (``msgstore (conflicted copy 2026-12-01 laptop).db``,
+``msgstore (conflict path1).db``), so that it shows up next to the original, readable,
+and can be opened, renamed or deleted like any file.  A directory's copy is rebound to
+its new name.  A name found twice (a file and a symlink of one name, or one name under
+two IDs of a directory) is decided the same way, in the words ``(conflict duplicate)``.
+A read-only vault (export, ls, a read-only mount) shows the same result without touching
+the backing directory: the copy under the original's name, the identical copy hidden,
+the others under their shown names, so that every reader of one folder sees the same
+tree.  Every action is logged.  Built on the backing tree: it never calls into the Vault.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import stat
 from collections.abc import Callable
 
-from vaultfs import backing
 from vaultfs.entries import Dir, Entry
 from vaultfs.errors import IntegrityError
-from vaultfs.format.conflicts import conflict_name, split_conflict
+from vaultfs.format import specials
+from vaultfs.format.conflicts import DUPLICATE_WORDS, shown_name
 from vaultfs.format.content import EncryptedFile
-from vaultfs.format.names import LONG_SUFFIX, SIDECAR_SUFFIX
-from vaultfs.tree import BackingTree, lstat_at
+from vaultfs.format.dirids import Place
+from vaultfs.format.listing import DecodedEntry
+from vaultfs.format.names import SIDECAR_SUFFIX
+from vaultfs.namespace import move_entry
+from vaultfs.openfiles import open_noatime
+from vaultfs.tree import BackingTree, Listed, Scan, entry_of, lstat_at
 
 log = logging.getLogger("vaultfs")
 _COMPARE_CHUNK = 1 << 20
+_SAME_CACHE_SIZE = 1024
 
 
 class ConflictResolver:
@@ -34,126 +46,148 @@ class ConflictResolver:
         self._key_for = key_for
         self._block_size = block_size
         self._read_only = read_only
-        self._virtual_of: dict[str, str] = {}  # copy backing path -> its read-only conflict name
+        self._same_cache: dict[tuple[int, ...], bool] = {}
+        self._told: set[str] = set()
         # Told (directory, plaintext name) when a resolution makes a name appear, so a FUSE
         # layer can drop the kernel's cached "no such entry" for it.
         self.on_change: Callable[[Dir, str], None] | None = None
 
-    @staticmethod
-    def is_copy(backing_name: str) -> bool:
-        return split_conflict(backing_name) is not None
+    def changed(self, directory: Dir, name: str) -> None:
+        if self.on_change is not None:
+            self.on_change(directory, name)
 
-    def original_name(self, directory: Dir, copy: str) -> tuple[str, str, str] | None:
-        """(plaintext name, original backing name, conflict suffix) of a copy, or None."""
-        with self._tree.dir_fd(directory) as fd:
-            return self._original_name(directory, copy, fd)
+    # ------------------------------------------------------------ a listing's copies and duplicates
 
-    def _original_name(self, directory: Dir, copy: str, fd: int) -> tuple[str, str, str] | None:
-        split = split_conflict(copy)
-        if split is None:
+    def show(self, directory: Dir, fd: int, scan: Scan) -> list[Listed]:
+        """The entries the copies and duplicates of a listing add to it (resolved first, if writable)."""
+        if not scan.copies and not scan.duplicates:
+            return []
+        shown = {item.entry.name: item for item in scan.entries}
+        decisions = [(decoded, st, decoded.copy.words) for decoded, st in scan.copies if decoded.copy is not None]
+        decisions += [(decoded, st, DUPLICATE_WORDS) for decoded, st in scan.duplicates]
+        # a writer decides under the tree's lock: two listings of one directory (worker threads on a
+        # slow backing dir) must not both rename the same copy
+        with self._tree.lock if not self._read_only else contextlib.nullcontext():
+            return self._show(directory, fd, decisions, shown)
+
+    def _show(self, directory: Dir, fd: int, decisions: list[tuple[DecodedEntry, os.stat_result, str]],
+              shown: dict[str, Listed]) -> list[Listed]:
+        extra: list[Listed] = []
+        for decoded, st, words in decisions:
+            if lstat_at(fd, decoded.backing) is None:
+                continue  # decided meanwhile
+            try:
+                listed = self._decide(directory, fd, decoded, st, words, shown)
+            except OSError as exc:
+                log.warning("conflict: cannot resolve %s (%s); shown read-only",
+                            os.path.join(directory.backing, decoded.backing), exc.strerror or exc)
+                listed = self._virtual(directory, decoded, st, words, shown)
+            if listed is not None:
+                shown[listed.entry.name] = listed
+                extra.append(listed)
+        return extra
+
+    def _decide(self, directory: Dir, fd: int, decoded: DecodedEntry, st: os.stat_result, words: str,
+                shown: dict[str, Listed]) -> Listed | None:
+        name = decoded.name
+        where = os.path.join(directory.backing, decoded.backing)
+        first = shown.get(name)
+        if first is None and decoded.copy is not None:  # the original is gone: the copy takes its name
+            if self._read_only:
+                return self._as(directory, decoded, st, name)
+            target = Entry(directory, name, self._tree.names.encrypt(name, decoded.parent_id, decoded.special),
+                           decoded.parent_id)
+            with self._tree.lock:
+                move_entry(self._tree, fd, decoded.backing, st, Place.of(decoded.parent_id, name), fd, target)
+                self.drop_sidecars(fd, decoded)
+            log.warning("sync conflict: %s restored as %r (its original was gone)", where, name)
+            self.changed(directory, name)
+            return self._listed(fd, target)
+        if first is not None and self._same(fd, first, decoded, st):
+            if not self._read_only:
+                with self._tree.lock:
+                    os.unlink(decoded.backing, dir_fd=fd)
+                    self.drop_sidecars(fd, decoded)
+                log.warning("conflict: removed %s, identical to %r", where, name)
             return None
-        canonical, suffix = split
-        tree = self._tree
-        name = tree.decode_name(directory, canonical, fd)
-        if name is None and canonical.endswith(LONG_SUFFIX):
-            # the client may have conflict-copied the sidecar as well: "<digest> (1).vfn"
-            digest = canonical[: -len(LONG_SUFFIX)]
-            encoded = tree.read_sidecar(fd, digest, digest + suffix)
-            for dir_id in directory.dir_ids if encoded else ():
-                name = tree.names.decrypt_encoded(encoded, dir_id)
-                if name is not None:
-                    break
-        return None if name is None else (name, canonical, suffix)
-
-    def resolve(self, directory: Dir, copy: str) -> tuple[str, str, os.stat_result] | None:
-        """Resolve one conflict copy; return (plaintext name, backing entry, lstat) if it stays visible."""
-        with self._tree.dir_fd(directory) as fd:
-            return self._resolve(directory, copy, fd)
-
-    def _resolve(self, directory: Dir, copy: str, fd: int) -> tuple[str, str, os.stat_result] | None:
-        tree = self._tree
-        copy_path = os.path.join(directory.backing, copy)
-        found = self._original_name(directory, copy, fd)
-        if found is None:
-            tree.report_once(copy_path, "conflict copy whose name does not decrypt here")
-            return None
-        name, canonical, suffix = found
         if self._read_only:
-            return self._virtual(directory, name, copy, fd)
-        try:
-            with tree.lock:
-                if lstat_at(fd, canonical) is None:
-                    original = Entry(directory, name, tree.names.encrypt(name, directory.dir_id))
-                    tree.write_sidecar(fd, original.backing_name)
-                    os.rename(copy, canonical, src_dir_fd=fd, dst_dir_fd=fd)
-                    shown: str | None = name
-                    where = canonical
-                    log.warning("sync conflict: %s restored as %r (its original was gone)", copy_path, name)
-                elif self.identical(fd, copy, canonical):
-                    os.unlink(copy, dir_fd=fd)
-                    shown = None
-                    log.warning("sync conflict: removed %s, an identical copy of %r", copy_path, name)
-                else:
-                    number = 1
-                    while True:
-                        shown = conflict_name(name, number)
-                        entry = Entry(directory, shown, tree.names.encrypt(shown, directory.dir_id))
-                        if lstat_at(fd, entry.backing_name.entry) is None:
-                            break
-                        number += 1
-                    tree.write_sidecar(fd, entry.backing_name)
-                    where = entry.backing_name.entry
-                    os.rename(copy, where, src_dir_fd=fd, dst_dir_fd=fd)
-                    log.warning("sync conflict: %s shown as %r next to %r", copy_path, shown, name)
-                if canonical.endswith(LONG_SUFFIX):
-                    stale = canonical[: -len(LONG_SUFFIX)] + suffix + SIDECAR_SUFFIX
-                    if lstat_at(fd, stale) is not None:
-                        os.unlink(stale, dir_fd=fd)
-                tree.forget()
-                if shown is None:
-                    return None
-                if self.on_change is not None:
-                    self.on_change(directory, shown)
-                st = lstat_at(fd, where)
-                return None if st is None else (shown, where, st)
-        except OSError as exc:
-            log.warning("sync conflict: cannot resolve %s (%s); showing it read-only", copy_path, exc.strerror)
-            return self._virtual(directory, name, copy, fd)
+            return self._virtual(directory, decoded, st, words, shown)
+        with self._tree.lock:
+            new_name = shown_name(name, words, lambda n: n in shown or self._tree.exists(directory, n, fd))
+            target = Entry(directory, new_name,
+                           self._tree.names.encrypt(new_name, directory.dir_id, decoded.special), directory.dir_id)
+            move_entry(self._tree, fd, decoded.backing, st, Place.of(decoded.parent_id, name), fd, target)
+            self.drop_sidecars(fd, decoded)
+        log.warning("conflict: %s shown as %r next to %r", where, new_name, name)
+        self.changed(directory, new_name)
+        return self._listed(fd, target)
 
-    def _virtual(self, directory: Dir, name: str, copy: str, fd: int) -> tuple[str, str, os.stat_result] | None:
-        st = lstat_at(fd, copy)
-        if st is None:
-            return None
-        copy_path = os.path.join(directory.backing, copy)
-        known = self._virtual_of.get(copy_path)
-        if known is not None:
-            return known, copy, st
-        tree = self._tree
-        number = 1
-        while True:
-            candidate = conflict_name(name, number)
-            taken = lstat_at(fd, tree.names.encrypt(candidate, directory.dir_id).entry) is not None
-            if not taken and not tree.has_virtual(directory, candidate):
-                break
-            number += 1
-        tree.set_virtual(directory, candidate, copy)
-        self._virtual_of[copy_path] = candidate
-        return candidate, copy, st
+    def _virtual(self, directory: Dir, decoded: DecodedEntry, st: os.stat_result, words: str,
+                 shown: dict[str, Listed]) -> Listed:
+        """Shown under its conflict name without renaming anything (read-only); said once."""
+        listed = self._as(directory, decoded, st, shown_name(decoded.name, words, shown.__contains__))
+        where = os.path.join(directory.backing, decoded.backing)
+        if where not in self._told:
+            self._told.add(where)
+            log.warning("conflict: %s shown as %r next to %r (read-only: not renamed)", where, listed.entry.name,
+                        decoded.name)
+        return listed
 
-    def identical(self, fd: int, first: str, second: str) -> bool:
-        """Same kind and same plaintext (ciphertexts always differ: random nonces)."""
-        a, b = lstat_at(fd, first), lstat_at(fd, second)
-        if a is None or b is None or stat.S_IFMT(a.st_mode) != stat.S_IFMT(b.st_mode):
+    def _as(self, directory: Dir, decoded: DecodedEntry, st: os.stat_result, name: str) -> Listed:
+        found = entry_of(directory, decoded)
+        entry = Entry(directory, name, found.backing_name, found.dir_id,
+                      None if name == decoded.name else decoded.name)
+        self._tree.set_virtual(entry)
+        return Listed(entry, st)
+
+    @staticmethod
+    def _listed(fd: int, target: Entry) -> Listed | None:
+        st = lstat_at(fd, target.backing_name.entry)
+        return None if st is None else Listed(target, st)
+
+    def drop_sidecars(self, fd: int, decoded: DecodedEntry) -> None:
+        """The sidecars a moved long-name entry leaves: the client's copy of it, and an unused original."""
+        if not decoded.long:
+            return
+        form = decoded.copy.original if decoded.copy is not None else decoded.backing
+        stem = form[:-4]
+        if decoded.copy is not None:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(decoded.copy.apply(stem + SIDECAR_SUFFIX), dir_fd=fd)
+        in_use = any(name.startswith(stem) and not name.endswith(SIDECAR_SUFFIX) for name in os.listdir(fd))
+        if not in_use:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(stem + SIDECAR_SUFFIX, dir_fd=fd)
+
+    # ------------------------------------------------------------ identical copies
+
+    def _same(self, fd: int, first: Listed, decoded: DecodedEntry, st: os.stat_result) -> bool:
+        if stat.S_ISDIR(st.st_mode) or stat.S_ISDIR(first.st.st_mode) or first.entry.special != decoded.special:
             return False
-        if stat.S_ISLNK(a.st_mode):
-            names = self._tree.names
-            target = names.decrypt_symlink(os.readlink(first, dir_fd=fd))
-            return target is not None and target == names.decrypt_symlink(os.readlink(second, dir_fd=fd))
-        if not stat.S_ISREG(a.st_mode) or a.st_size != b.st_size:
-            return False
-        fds = [backing.open_file_at(fd, name, os.O_RDONLY) for name in (first, second)]
+        a, b = first.st, st
+        key = (a.st_ino, a.st_mtime_ns, a.st_ctime_ns, a.st_size, b.st_ino, b.st_mtime_ns, b.st_ctime_ns, b.st_size)
+        known = self._same_cache.get(key)
+        if known is None:
+            known = self.identical(fd, first.entry.backing_name.entry, fd, decoded.backing, decoded.special)
+            if len(self._same_cache) > _SAME_CACHE_SIZE:
+                self._same_cache.clear()
+            self._same_cache[key] = known
+        return known
+
+    def identical(self, first_dir: int, first: str, second_dir: int, second: str, special: bool) -> bool:
+        """Same plaintext (ciphertexts always differ: random nonces); a special entry: same kind and payload."""
+        fds: list[int] = []
         try:
-            files = [EncryptedFile(each, self._key_for, name, self._block_size)
+            for dir_fd, name in ((first_dir, first), (second_dir, second)):
+                fds.append(open_noatime(dir_fd, name, os.O_RDONLY))
+            sts = [os.fstat(each) for each in fds]
+            if not all(stat.S_ISREG(s.st_mode) for s in sts) or sts[0].st_size != sts[1].st_size:
+                return False
+            if special:
+                a, b = (specials.read(each, self._key_for, name, self._block_size) for each, name in zip(
+                    fds, (first, second), strict=True))
+                return a == b
+            files = [EncryptedFile(each, self._key_for, name, self._block_size, layout=2)
                      for each, name in zip(fds, (first, second), strict=True)]
             offset = 0
             while offset < files[0].size:
@@ -161,7 +195,7 @@ class ConflictResolver:
                     return False
                 offset += _COMPARE_CHUNK
             return True
-        except IntegrityError:
+        except (IntegrityError, OSError):
             return False
         finally:
             for each in fds:

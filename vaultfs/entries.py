@@ -1,13 +1,17 @@
-"""Value types of the Vault API: attributes, directories, entries, vault paths."""
+"""Value types of the Vault API: attributes, directories, entries, listings, vault paths."""
 
 from __future__ import annotations
 
 import errno
 import os
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from vaultfs.format.names import BackingName
+
+if TYPE_CHECKING:
+    from vaultfs.format.listing import DecodedEntry
 
 
 @dataclass
@@ -28,9 +32,13 @@ class Attr:
     st_rdev: int = 0
 
     @classmethod
-    def from_stat(cls, st: os.stat_result, size: int) -> Attr:
-        return cls(st.st_mode, st.st_ino, st.st_nlink, st.st_uid, st.st_gid, size, st.st_atime_ns,
-                   st.st_mtime_ns, st.st_ctime_ns, (size + 511) // 512, 4096, st.st_rdev)
+    def from_stat(cls, st: os.stat_result, size: int, mode: int | None = None, rdev: int = 0) -> Attr:
+        """From the backing lstat: the plaintext size, and (for a special entry) its mode and device.
+
+        st_blocks is the backing file's: what it really occupies (holes take nothing).
+        """
+        return cls(st.st_mode if mode is None else mode, st.st_ino, st.st_nlink, st.st_uid, st.st_gid, size,
+                   st.st_atime_ns, st.st_mtime_ns, st.st_ctime_ns, st.st_blocks, 4096, rdev)
 
 
 BackingKey = tuple[int, int]  # (st_dev, st_ino) of a backing entry: what hard links share
@@ -51,14 +59,21 @@ class Dir:
     each, and new names use the first.
     """
 
-    __slots__ = ("parent", "backing_name", "_ids", "_load_ids", "key", "label", "root_path", "__weakref__")
+    __slots__ = ("parent", "backing_name", "name", "place_id", "_ids", "_load_ids", "id_files", "key", "label",
+                 "root_path", "__weakref__")
 
     def __init__(self, parent: Dir | None, backing_name: str, dir_ids: tuple[bytes, ...] | None, key: BackingKey,
-                 label: str, root_path: str = "", load_ids: Callable[[Dir], tuple[bytes, ...]] | None = None) -> None:
+                 label: str, root_path: str = "", load_ids: Callable[[Dir], tuple[bytes, ...]] | None = None,
+                 name: str = "", place_id: bytes | None = None) -> None:
         self.parent = parent
         self.backing_name = backing_name
+        # Its place (docs/format.md section 5): the exact name its IDs are bound to, and the
+        # parent's ID under which that name is encrypted (None: try each of the parent's).
+        self.name = name
+        self.place_id = place_id
         self._ids = dir_ids
         self._load_ids = load_ids
+        self.id_files: tuple[str, ...] = ()  # vaultfs.dirid and its copies when the IDs were read
         self.key = key
         self.label = label  # the plaintext path when it was resolved: for messages only
         self.root_path = root_path if parent is None else parent.root_path
@@ -78,6 +93,10 @@ class Dir:
     @property
     def dir_id(self) -> bytes:
         return self.dir_ids[0]
+
+    @property
+    def ids_loaded(self) -> bool:
+        return self._ids is not None
 
     def relpath(self) -> str:
         """The backing path below the vault root ('' for the root), from the current chain."""
@@ -100,11 +119,26 @@ class Dir:
 
 @dataclass(frozen=True)
 class Entry:
-    """A resolved (possibly not existing) plaintext entry: its directory and backing name."""
+    """A resolved (possibly not existing) plaintext entry: its directory and backing name.
+
+    ``dir_id`` is the directory's ID its backing name is encrypted under; ``bound_name`` is
+    set when the entry is shown under another name than the one its backing name (and, for
+    a directory, its IDs) are bound to: a sync client's conflict copy shown read-only.
+    """
 
     parent: Dir
     name: str
     backing_name: BackingName
+    dir_id: bytes | None = None
+    bound_name: str | None = None
+
+    @property
+    def special(self) -> bool:
+        return self.backing_name.special
+
+    @property
+    def place_name(self) -> str:
+        return self.name if self.bound_name is None else self.bound_name
 
     @property
     def path(self) -> str:
@@ -114,6 +148,23 @@ class Entry:
     def sidecar_path(self) -> str | None:
         sidecar = self.backing_name.sidecar
         return None if sidecar is None else os.path.join(self.parent.backing, sidecar)
+
+
+@dataclass
+class Listed:
+    """An entry shown in a listing, with its backing lstat."""
+
+    entry: Entry
+    st: os.stat_result
+
+
+@dataclass
+class Scan:
+    """One backing directory decoded: what shows as it is, and what needs a decision first."""
+
+    entries: list[Listed] = field(default_factory=list)  # the first entry of each name
+    copies: list[tuple[DecodedEntry, os.stat_result]] = field(default_factory=list)  # sync clients' copies
+    duplicates: list[tuple[DecodedEntry, os.stat_result]] = field(default_factory=list)  # a name seen twice
 
 
 def split_path(path: str) -> list[str]:

@@ -61,15 +61,14 @@ class FileHandle:
     def allocate(self, offset: int, length: int, keep_size: bool) -> None:
         """fallocate(2) on the plaintext range [offset, offset + length): mode 0 or KEEP_SIZE.
 
-        Format v1 stores every block (it has no holes), so a write into the range may
-        need the backing space from where the data ends now up to the ciphertext end of a
-        file that reaches offset + length.  That space is reserved first, so that a full
-        disk fails here, with nothing changed, and never a later write into the range.
-        Mode 0 then grows a shorter file to offset + length with encrypted zeros, as
-        ftruncate does (a growth that fails half-way is cut back to the old size);
-        KEEP_SIZE leaves the size alone and the space stays allocated past the backing
-        file's end (as on any filesystem, shrinking the file later gives it back).
-        Holes (PUNCH_HOLE) need format v2: not here.
+        A write into the range may need the backing space from where the data ends now up
+        to the ciphertext end of a file that reaches offset + length.  That space is
+        reserved first, so that a full disk fails here, with nothing changed, and never a
+        later write into the range.  Mode 0 then grows a shorter file to offset + length,
+        as ftruncate does (format v2: the reserved blocks in between are holes, which read
+        as zeros; a growth that fails half-way is cut back to the old size); KEEP_SIZE
+        leaves the size alone and the space stays allocated past the backing file's end
+        (as on any filesystem, shrinking the file later gives it back).
         """
         self._check_open()
         if offset < 0 or length <= 0:
@@ -96,6 +95,16 @@ class FileHandle:
                     with contextlib.suppress(OSError):  # the original failure is the one to report
                         content.truncate(size)
                 raise
+
+    def punch_hole(self, offset: int, length: int) -> None:
+        """fallocate(PUNCH_HOLE | KEEP_SIZE): the range reads as zeros, the size stays (format v2 holes)."""
+        self._check_open()
+        if offset < 0 or length <= 0:
+            raise OSError(errno.EINVAL, "fallocate: negative offset or empty range")
+        if not self.writable:
+            raise OSError(errno.EBADF, "handle is not open for writing")
+        with self._file.lock.exclusive():
+            self._file.content.punch_hole(offset, length)
 
     @property
     def size(self) -> int:

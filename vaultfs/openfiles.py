@@ -24,7 +24,7 @@ from vaultfs.entries import BackingKey, backing_key
 from vaultfs.format.content import EncryptedFile
 
 
-def _open_noatime(dir_fd: int, name: str, flags: int) -> int:
+def open_noatime(dir_fd: int, name: str, flags: int) -> int:
     try:
         return backing.open_file_at(dir_fd, name, flags | os.O_NOATIME)
     except PermissionError:  # O_NOATIME is refused on files the daemon does not own
@@ -41,11 +41,11 @@ def open_backing_file(dir_fd: int, name: str, want_write: bool) -> tuple[int, bo
     non-blocking and the type is checked on the fd.
     """
     try:
-        fd, writable = _open_noatime(dir_fd, name, os.O_RDWR), True
+        fd, writable = open_noatime(dir_fd, name, os.O_RDWR), True
     except OSError as exc:
         if want_write or exc.errno not in (errno.EACCES, errno.EPERM, errno.EROFS):
             raise
-        fd, writable = _open_noatime(dir_fd, name, os.O_RDONLY), False
+        fd, writable = open_noatime(dir_fd, name, os.O_RDONLY), False
     try:
         if not stat.S_ISREG(os.fstat(fd).st_mode):
             raise OSError(errno.ENXIO, "not a regular file", name)
@@ -132,9 +132,9 @@ class OpenFileTable:
                     existing.refs += 1
                     return existing
                 if new_file:
-                    content = EncryptedFile.initialize(fd, self._key_for, label, self._block_size)
+                    content = EncryptedFile.initialize(fd, self._key_for, label, self._block_size, layout=2)
                 else:
-                    content = EncryptedFile(fd, self._key_for, label, self._block_size)
+                    content = EncryptedFile(fd, self._key_for, label, self._block_size, layout=2)
                 entry = OpenFile(key, fd, writable, content)
                 entry.refs = 1
                 self._files[key] = entry

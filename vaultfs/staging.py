@@ -7,6 +7,7 @@ listings never show them, and ``fsck --repair`` removes leftovers.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import os
 import stat
@@ -62,10 +63,16 @@ class Staging:
             entry, st = tree.locate(staged.directory, name, fd)
             if st is not None and stat.S_ISDIR(st.st_mode):
                 raise OSError(errno.EISDIR, os.strerror(errno.EISDIR), name)
+            directory = staged.directory
+            target = tree.names.encrypt(name, directory.dir_id)  # a file's form, under the primary ID
             backing.chmod_at(fd, staged.backing_name, mode)
             os.utime(staged.backing_name, ns=(atime_ns, mtime_ns), dir_fd=fd, follow_symlinks=False)
-            tree.write_sidecar(fd, entry.backing_name)
-            os.rename(staged.backing_name, entry.backing_name.entry, src_dir_fd=fd, dst_dir_fd=fd)
+            tree.write_sidecar(fd, target)
+            os.rename(staged.backing_name, target.entry, src_dir_fd=fd, dst_dir_fd=fd)
+            if st is not None and entry.backing_name.entry != target.entry:  # it replaced a symlink (or so)
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(entry.backing_name.entry, dir_fd=fd)
+                tree.remove_sidecar(fd, entry.backing_name)
 
     def remove_leftovers(self, directory: Dir) -> int:
         """Delete staging files an interrupted writer left in a directory; return how many."""

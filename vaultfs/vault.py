@@ -6,8 +6,10 @@ path ("/" is the root), which is what export, import, fsck and the tests use
 (``getattr``, ``open``, ``mkdir`` ...).  Every failure is an ``OSError`` with the errno
 that open(2), rename(2) and friends would give; anything that fails authentication is
 ``IntegrityError`` (EIO).  The parts live in their own modules: the backing tree
-(tree.py), namespace changes (namespace.py), conflict copies (conflictfix.py), staged
-writes (staging.py), the open-file table (openfiles.py); this class wires them together.
+(tree.py), namespace changes (namespace.py), attributes without decrypting (attrs.py),
+conflict copies and duplicate names (conflictfix.py), merging a directory's IDs and
+taking in one without an ID (dirmerge.py, writable vaults only), staged writes
+(staging.py), the open-file table (openfiles.py); this class wires them together.
 """
 
 from __future__ import annotations
@@ -22,15 +24,18 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 
 from vaultfs import backing
+from vaultfs.attrs import AttrReader
 from vaultfs.conflictfix import ConflictResolver
+from vaultfs.dirmerge import DirMerger
 from vaultfs.entries import Attr, BackingKey, Dir, Entry, backing_key, join_path, split_path
 from vaultfs.errors import AlreadyExists, IntegrityError, UsageError
 from vaultfs.filehandle import FileHandle
-from vaultfs.format import blocks, keyfile
-from vaultfs.format.dirids import DirIds
+from vaultfs.format import keyfile, specials
+from vaultfs.format.dirids import ROOT, BoundDirIds
+from vaultfs.format.header import Kind
 from vaultfs.format.keyfile import Config, KdfParams
 from vaultfs.format.keys import VaultKeys, new_master_key
-from vaultfs.format.names import BackingName, NameCipher
+from vaultfs.format.names import NameCipher
 from vaultfs.format.recovery import encode as encode_recovery_key
 from vaultfs.format.xattrs import XattrCipher
 from vaultfs.namespace import Namespace, Owner, give_to
@@ -61,7 +66,7 @@ def init_vault(backing_dir: str, password: str, kdf: KdfParams | None = None) ->
     check_init_target(backing_dir)
     os.makedirs(backing_dir, exist_ok=True)
     keys = VaultKeys.derive(new_master_key())
-    DirIds(keys).create(backing_dir, keys.root_dir_id)
+    BoundDirIds(keys).create(backing_dir, ROOT, keys.root_dir_id)
     keyfile.write_config(backing_dir, keyfile.new_config(keys, password, kdf or keyfile.calibrate_kdf()))
     return encode_recovery_key(keys.master_key)
 
@@ -92,14 +97,23 @@ class Vault:
         self.keys = keys
         self.block_size = config.block_size
         self.names = NameCipher(keys.name_key)
-        self.dirids = DirIds(keys)
+        self.dirids = BoundDirIds(keys)
         self._file_keys: OrderedDict[bytes, bytes] = OrderedDict()
         self.open_files = OpenFileTable(self.file_key, self.block_size)
-        self.tree = BackingTree(self.backing, keys, self.names, self.dirids)
-        self.ns = Namespace(self.tree, read_only)
-        self.conflicts = ConflictResolver(self.tree, self.file_key, self.block_size, read_only)
-        self.staging = Staging(self.ns, self.open_files)
-        self.xattrs = XattrStore(self.tree, XattrCipher(keys.master_key))
+        self.tree = BackingTree(self.backing, self.names, self.dirids, read_only)
+        self.attrs = AttrReader(self.tree, self.file_key, self.block_size)
+        try:
+            self.ns = Namespace(self.tree, read_only, self.file_key, self.block_size)
+            self.conflicts = ConflictResolver(self.tree, self.file_key, self.block_size, read_only)
+            if not read_only:  # a writable vault merges a directory's IDs and takes in orphans on sight
+                merger = DirMerger(self.tree, self.conflicts)
+                self.tree.settle, self.tree.adopt = merger.settle, merger.adopt
+            self.staging = Staging(self.ns, self.open_files)
+            self.xattrs = XattrStore(self.tree, XattrCipher(keys.master_key))
+            self.tree.root.dir_ids  # noqa: B018 - read (and, writable, tidy) the root's ID now: a wrong root fails here
+        except BaseException:
+            self.tree.close()
+            raise
 
     @classmethod
     def unlock(cls, backing_dir: str, password: str, read_only: bool = False) -> Vault:
@@ -133,17 +147,7 @@ class Vault:
     # ------------------------------------------------------------ attributes
 
     def _attr(self, st: os.stat_result, fd: int, entry: Entry) -> Attr:
-        if stat.S_ISREG(st.st_mode):
-            size = blocks.plain_size(st.st_size, self.block_size)
-            if size is None:
-                self.tree.report_once(entry.path, "size fits no plaintext size (truncated file)")
-                size = 0
-        elif stat.S_ISLNK(st.st_mode):
-            target = self.names.decrypt_symlink(os.readlink(entry.backing_name.entry, dir_fd=fd))
-            size = 0 if target is None else len(target.encode("utf-8", "surrogateescape"))
-        else:
-            size = st.st_size
-        return Attr.from_stat(st, size)
+        return self.attrs.of(st, fd, entry)
 
     def _found(self, fd: int, entry: Entry, st: os.stat_result) -> Found:
         return Found(entry, st, self._attr(st, fd, entry))
@@ -164,15 +168,17 @@ class Vault:
         return self.tree.child_dir(found.entry.parent, found.entry, found.st)
 
     def listdir_at(self, directory: Dir) -> list[Found]:
-        """Every visible entry, conflict copies resolved (writable) or shown under a conflict name."""
+        """Every visible entry: conflict copies and duplicate names resolved (writable) or shown under their
+        conflict names (read-only).  An entry whose header cannot be read is hidden and reported."""
         with self.tree.dir_fd(directory) as fd:
-            scanned, copies = self.tree.scan(directory, fd)
-            found = [self._found(fd, Entry(directory, name, BackingName(item)), st) for name, item, st in scanned]
-            for copy in copies:
-                resolved = self.conflicts.resolve(directory, copy)
-                if resolved is not None:
-                    name, item, st = resolved
-                    found.append(self._found(fd, Entry(directory, name, BackingName(item)), st))
+            scan = self.tree.scan(directory, fd)
+            listed = scan.entries + self.conflicts.show(directory, fd, scan)
+            found = []
+            for item in listed:
+                try:
+                    found.append(self._found(fd, item.entry, item.st))
+                except (IntegrityError, OSError) as exc:
+                    self.tree.report_once(item.entry.path, exc.strerror or str(exc))
         return found
 
     def readlink_at(self, directory: Dir, name: str) -> str:
@@ -180,12 +186,13 @@ class Vault:
             entry, st = self.tree.locate(directory, name, fd)
             if st is None:
                 raise OSError(errno.ENOENT, os.strerror(errno.ENOENT), name)
-            if not stat.S_ISLNK(st.st_mode):
+            if not entry.special:
                 raise OSError(errno.EINVAL, "not a symlink", name)
-            target = self.names.decrypt_symlink(os.readlink(entry.backing_name.entry, dir_fd=fd))
-        if target is None:
-            raise IntegrityError(f"{entry.path}: symlink target")
-        return target
+            with self.attrs.special_fd(fd, entry) as special_fd:
+                special = specials.read(special_fd, self.file_key, join_path(directory.label, name), self.block_size)
+        if special.kind != Kind.SYMLINK:
+            raise OSError(errno.EINVAL, "not a symlink", name)
+        return special.target.decode("utf-8", "surrogateescape")
 
     def open_at(self, directory: Dir, name: str, flags: int) -> FileHandle:
         accmode = flags & os.O_ACCMODE
@@ -197,8 +204,9 @@ class Vault:
                 raise OSError(errno.ENOENT, os.strerror(errno.ENOENT), name)
             if stat.S_ISDIR(st.st_mode):
                 raise OSError(errno.EISDIR, os.strerror(errno.EISDIR), name)
-            if not stat.S_ISREG(st.st_mode):
-                raise OSError(errno.ELOOP if stat.S_ISLNK(st.st_mode) else errno.ENXIO, "not a regular file", name)
+            if entry.special:  # the kernel opens FIFOs and devices itself and follows symlinks
+                kind = self.attrs.special_kind(fd, entry, st)[0]
+                raise OSError(errno.ELOOP if kind == Kind.SYMLINK else errno.ENXIO, "not a regular file", name)
             new_fd, writable = open_backing_file(fd, entry.backing_name.entry, accmode != os.O_RDONLY)
         label = join_path(directory.label, name)  # errors and logs name the plaintext path
         opened = self.open_files.acquire(new_fd, writable, label)
@@ -285,6 +293,8 @@ class Vault:
                 if st is None:
                     raise OSError(errno.ENOENT, os.strerror(errno.ENOENT), name)
                 target = entry.backing_name.entry
+                if mode is not None and entry.special and self.attrs.special_kind(fd, entry, st)[0] == Kind.SYMLINK:
+                    raise OSError(errno.EOPNOTSUPP, "a symlink's mode cannot be changed", name)
             if uid != -1 or gid != -1:
                 os.chown(target, uid, gid, dir_fd=fd, follow_symlinks=False)
             if mode is not None:
@@ -396,15 +406,6 @@ class Vault:
     def fsyncdir_at(self, directory: Dir) -> None:
         with self.tree.dir_fd(directory) as fd:
             os.fsync(fd)
-
-    def decode_name(self, directory: Dir, backing_entry: str) -> str | None:
-        """Plaintext name of a backing entry of ``directory`` (fsck), or None."""
-        with self.tree.dir_fd(directory) as fd:
-            return self.tree.decode_name(directory, backing_entry, fd)
-
-    def read_sidecar(self, directory: Dir, digest: str) -> str | None:
-        with self.tree.dir_fd(directory) as fd:
-            return self.tree.read_sidecar(fd, digest)
 
     # ------------------------------------------------------------ by path (tools, tests)
 

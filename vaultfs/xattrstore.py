@@ -2,7 +2,8 @@
 
 Works on an fd of the backing entry (a directory fd, or a file opened without following
 links), so an attribute always lands on the entry itself.  Linux allows ``user.*``
-attributes on regular files and directories only; so does vaultfs.  Encryption is in
+attributes on regular files and directories only; so does vaultfs (a symlink or a FIFO
+is a ``.vfx`` file in the backing dir, but not in the plaintext view).  Encryption is in
 format/xattrs.py.
 """
 
@@ -39,7 +40,7 @@ class XattrStore:
             entry, st = self._tree.locate(directory, name, fd)
             if st is None:
                 raise OSError(errno.ENOENT, os.strerror(errno.ENOENT), name)
-            if not (stat.S_ISREG(st.st_mode) or stat.S_ISDIR(st.st_mode)):
+            if entry.special or not (stat.S_ISREG(st.st_mode) or stat.S_ISDIR(st.st_mode)):
                 raise OSError(errno.EPERM, "extended attributes only on files and directories", name)
             flags = os.O_RDONLY | (os.O_DIRECTORY if stat.S_ISDIR(st.st_mode) else 0)
             try:

@@ -39,6 +39,11 @@ from dataclasses import dataclass
 from vaultfs.format.names import ENTRY_SUFFIXES, MAX_NAME_BYTES, SIDECAR_SUFFIX
 
 DIRID_NAME = "vaultfs.dirid"
+# vaultfs's own words, where no client's are at hand: a name found twice in one directory
+# (two devices made it, or the same name as a file and as a symlink), and an entry moved
+# into a directory that already had one of that name (docs/format.md sections 5 and 9).
+DUPLICATE_WORDS = " (conflict duplicate)"
+MOVED_WORDS = " (conflict moved)"
 
 
 @dataclass(frozen=True)
@@ -163,24 +168,10 @@ def _split_at(backing_name: str, index: int, ext: str) -> ConflictCopy | None:
     return ConflictCopy(stem + ext, first + second)
 
 
-def split_conflict(backing_name: str) -> tuple[str, str] | None:
-    """For a conflict copy of a ``.vfs``/``.vfl`` entry: (canonical backing name, what the client added).
-
-    The format-v1 interface the v1 Vault uses; :func:`parse_copy` is the full one.
-    """
-    copy = parse_copy(backing_name)
-    if copy is None or not copy.original.endswith(ENTRY_SUFFIXES[:2]):
-        return None
-    return copy.original, copy.suffix
-
-
-def is_conflict_suffix(text: str) -> bool:
-    """Whether ``text``, inserted before an extension, is a sequence of conflict markers."""
-    return bool(text) and _markers(text, _BEFORE, False) is not None
-
-
 def is_dirid_copy(backing_name: str, dirid_name: str = DIRID_NAME) -> bool:
     """``vaultfs (1).dirid``, ``vaultfs.dirid..path1``, ``vaultfs.sync-conflict-….dirid`` ...: ID copies."""
+    if not backing_name.startswith(dirid_name.split(".")[0]):
+        return False  # the cheap test first: listings ask this of every name
     copy = parse_copy(backing_name)
     return copy is not None and copy.original == dirid_name
 
@@ -224,12 +215,6 @@ def shown_name(name: str, words: str, taken: Callable[[str], bool] = lambda _: F
         number += 1
 
 
-def conflict_name(name: str, number: int) -> str:
-    """``msgstore.db`` -> ``msgstore (conflict 1).db``: the v1 Vault's name for the Nth copy."""
-    stem, ext = _split_extension(name)
-    return _fit(stem, _wrapped(str(number)) + ext)
-
-
 _SHOWN = re.compile(
     r"(?P<words>(?:"
     r" \(conflict [^()/]+\)"
@@ -247,6 +232,29 @@ class ShownConflict:
 
     original: str
     words: str
+
+
+_CLIENT_WORDS: tuple[tuple[re.Pattern[str], str], ...] = (
+    (re.compile(r" \(conflict duplicate\)"), "vaultfs: the same name twice (two devices made it)"),
+    (re.compile(r" \(conflict moved\)"), "vaultfs: written on another device while its directory moved"),
+    (re.compile(r" \(conflict path[12]\)"), "rclone bisync"),
+    (re.compile(r" \(conflict [^()/]*(?:conflict|path)[^()/]*\)"), "rclone bisync"),
+    (re.compile(r" \(conflict \d+\)"), "Google Drive, iCloud or rclone bisync"),
+    (re.compile(r" \(conflict [^()/]+\)"), "OneDrive"),
+    (re.compile(r" \((?:Case|Selective Sync) Conflict"), "Dropbox"),
+    (re.compile(r" \((?:[^()/]*'s )?conflicted copy"), "Dropbox, Nextcloud or ownCloud"),
+    (re.compile(r"_conflict-\d{8}-\d{6}"), "ownCloud"),
+    (re.compile(r" \(SFConflict "), "Seafile"),
+    (re.compile(r"\.sync-conflict-"), "Syncthing"),
+)
+
+
+def client_of(words: str) -> str:
+    """Which sync client (or vaultfs itself) the first words of a shown name come from, as far as they say."""
+    for pattern, client in _CLIENT_WORDS:
+        if pattern.match(words):
+            return client
+    return "a sync client"
 
 
 def parse_shown_name(name: str) -> ShownConflict | None:

@@ -6,10 +6,10 @@ partial head and tail blocks of a write), one pwrite per request.  It is not thr
 on its own; ``openfiles.OpenFile`` serialises access with one lock per backing inode.
 Memory is bounded by the request size, never by the file size.
 
-``layout`` chooses the format: 1 (``VFS1``, what the v1 Vault writes; extension writes
-encrypted zeros) or 2 (``VFS2``: kinds, and sparse files whose extension costs O(1)
-ciphertext while a zeroed data block is still detected; the hole logic is in
-``sparse.SparseBlocks``).  A file of the other layout is an integrity error.
+It reads and writes format version 2 (``VFS2``: kinds, and sparse files whose extension
+costs O(1) ciphertext while a zeroed data block is still detected; the hole logic is in
+``sparse.SparseBlocks``).  A ``VFS1`` file is an integrity error: only ``vaultfs upgrade``
+reads those (format/convert.py), and nothing writes them any more.
 """
 
 from __future__ import annotations
@@ -26,26 +26,13 @@ from vaultfs.format.header import Header, Kind
 from vaultfs.format.keys import FILE_ID_SIZE
 from vaultfs.format.sparse import SparseBlocks
 
-MAGIC = hdr.MAGIC_V1
-SUITE_AES_GCM = hdr.SUITE_AES_GCM
-ZERO_FILL_CHUNK = 1 << 20
+LAYOUT = 2  # the only content format written and read here (VFS2)
 
 
-def build_header(file_id: bytes, block_size: int = blocks.DEFAULT_BLOCK_SIZE) -> bytes:
-    """A format-v1 header (kept for the v1 Vault and tests)."""
-    return hdr.build(file_id, block_size, layout=1).raw
-
-
-def parse_header(header: bytes, block_size: int) -> bytes:
-    """Return the file ID of a format-v1 header, or raise ValueError naming what is wrong."""
-    return hdr.parse(header, block_size, layout=1).file_id
-
-
-def empty_file(key_for: Callable[[bytes], bytes], block_size: int, layout: int, kind: Kind) -> bytes:
-    """Header and one empty last block under a new random file ID: an empty file of ``layout``."""
-    header = hdr.build(crypto.random_bytes(FILE_ID_SIZE), block_size, layout, kind)
-    aad = blocks.block_aad(header.raw, 0, True) if layout == 1 else blocks.block_aad_v2(header.aad, 0, True, 0)
-    return header.raw + crypto.Gcm(key_for(header.file_id)).seal(b"", aad)
+def empty_file(key_for: Callable[[bytes], bytes], block_size: int, kind: Kind) -> bytes:
+    """Header and one empty last block under a new random file ID: an empty file."""
+    header = hdr.build(crypto.random_bytes(FILE_ID_SIZE), block_size, LAYOUT, kind)
+    return header.raw + crypto.Gcm(key_for(header.file_id)).seal(b"", blocks.block_aad_v2(header.aad, 0, True, 0))
 
 
 class EncryptedFile(SparseBlocks):
@@ -56,8 +43,10 @@ class EncryptedFile(SparseBlocks):
     """
 
     def __init__(self, fd: int, key_for: Callable[[bytes], bytes], label: str,
-                 block_size: int = blocks.DEFAULT_BLOCK_SIZE, *, layout: int = 1,
+                 block_size: int = blocks.DEFAULT_BLOCK_SIZE, *, layout: int = LAYOUT,
                  kind: Kind = Kind.REGULAR) -> None:
+        if layout != LAYOUT:
+            raise ValueError("only format-v2 contents are read and written (vaultfs upgrade converts v1)")
         self.fd = fd
         self.label = label
         self.layout = layout
@@ -84,16 +73,16 @@ class EncryptedFile(SparseBlocks):
 
     @classmethod
     def initialize(cls, fd: int, key_for: Callable[[bytes], bytes], label: str,
-                   block_size: int = blocks.DEFAULT_BLOCK_SIZE, *, layout: int = 1,
+                   block_size: int = blocks.DEFAULT_BLOCK_SIZE, *, layout: int = LAYOUT,
                    kind: Kind = Kind.REGULAR) -> EncryptedFile:
         """Write a fresh empty file (header + one empty last block) into ``fd`` and open it."""
-        cls._write_empty(fd, key_for, block_size, layout, kind)
+        cls._write_empty(fd, key_for, block_size, kind)
         return cls(fd, key_for, label, block_size, layout=layout, kind=kind)
 
     @staticmethod
-    def _write_empty(fd: int, key_for: Callable[[bytes], bytes], block_size: int, layout: int = 1,
+    def _write_empty(fd: int, key_for: Callable[[bytes], bytes], block_size: int,
                      kind: Kind = Kind.REGULAR) -> None:
-        data = empty_file(key_for, block_size, layout, kind)
+        data = empty_file(key_for, block_size, kind)
         backing.pwrite_all(fd, data, 0)
         os.ftruncate(fd, len(data))
 
@@ -114,8 +103,8 @@ class EncryptedFile(SparseBlocks):
 
     @property
     def sparse(self) -> bool:
-        """Whether holes may occur (v2 flag bit 0); dense files pay nothing for holes."""
-        return self.layout == 2 and self._header.sparse
+        """Whether holes may occur (flag bit 0); dense files pay nothing for holes."""
+        return self._header.sparse
 
     def _set_flags(self, flags: int) -> None:
         """Rewrite the (unauthenticated) flags byte: setting "may contain holes" needs no re-sealing."""
@@ -128,13 +117,9 @@ class EncryptedFile(SparseBlocks):
         return blocks.block_count(size, self._bs) - 1
 
     def _aad(self, index: int, is_last: bool, run_start: int | None = None) -> bytes:
-        if self.layout == 1:
-            return blocks.block_aad(self._header_aad, index, is_last)
         return blocks.block_aad_v2(self._header_aad, index, is_last, index if run_start is None else run_start)
 
     def _aads(self, first: int, last: int, final: int, run_start: int | None = None) -> list[bytes]:
-        if self.layout == 1:
-            return blocks.block_aads(self._header_aad, first, last, final)
         return blocks.block_aads_v2(self._header_aad, first, last, final, run_start)
 
     def _seal(self, index: int, plaintext: bytes | memoryview, is_last: bool, run_start: int | None = None) -> bytes:
@@ -197,9 +182,6 @@ class EncryptedFile(SparseBlocks):
             raise OSError(errno.EINVAL, "negative offset")
         if not data:
             return 0
-        if self.layout == 1:
-            while self.size < offset:  # no holes in v1: fill the gap with encrypted zeros, in bounded chunks
-                self._write_range(self.size, bytes(min(ZERO_FILL_CHUNK, offset - self.size)))
         self._write_range(offset, memoryview(data).cast("B"))
         return len(data)
 
@@ -218,7 +200,7 @@ class EncryptedFile(SparseBlocks):
         new_size = max(old_size, end)
         old_last, new_last = self._last_index(old_size), self._last_index(new_size)
         first, last = offset // bs, (end - 1) // bs
-        gap = first > old_last + 1  # whole blocks between the old end and the data: holes (v2 only)
+        gap = first > old_last + 1  # whole blocks between the old end and the data: holes
         if gap and not self.sparse:
             self._set_flags(self._header.flags | hdr.FLAG_HOLES)
         sparse = self.sparse
@@ -231,7 +213,7 @@ class EncryptedFile(SparseBlocks):
         old_last_plain = b""
         old_last_run = None
         if remarked:
-            # Re-mark the old last block as not last (v2: padded to a full block) before anything follows it.
+            # Re-mark the old last block as not last (padded to a full block) before anything follows it.
             old_last_plain = self._decrypt_block(old_last)
             old_last_run = self._observed_run_start(old_last) if sparse else None
         run_start = None
@@ -253,7 +235,7 @@ class EncryptedFile(SparseBlocks):
         self._gcm.seal_blocks(crypto.random_bytes(crypto.GCM_NONCE_SIZE * len(lengths)), memoryview(plain).cast("B"),
                               lengths, self._aads(first, last, new_last, run_start), memoryview(out))
         if remarked:
-            full = old_last_plain + bytes(bs - len(old_last_plain)) if self.layout == 2 else old_last_plain
+            full = old_last_plain + bytes(bs - len(old_last_plain))
             backing.pwrite_all(self.fd, self._seal(old_last, full, False, old_last_run),
                                blocks.block_offset(old_last, bs))
         try:
@@ -284,13 +266,10 @@ class EncryptedFile(SparseBlocks):
         bs = self._bs
         if new_size == 0:
             # A new file ID and key: old blocks can never be replayed into the new content.
-            self._write_empty(self.fd, self._key_for, bs, self.layout, self._header.kind)
+            self._write_empty(self.fd, self._key_for, bs, self._header.kind)
             raw = os.pread(self.fd, blocks.HEADER_SIZE, 0)
             self._set_header(hdr.parse(raw, bs, self.layout))
             self.size = 0
-        elif new_size > self.size and self.layout == 1:
-            while self.size < new_size:
-                self._write_range(self.size, bytes(min(ZERO_FILL_CHUNK, new_size - self.size)))
         elif new_size > self.size:
             # O(1): only the old last block (re-sealed full) and the new last block are written
             new_last = self._last_index(new_size)

@@ -10,8 +10,8 @@ the directory's own name bytes are in the associated data, so an authentic
 there, and the root accepts only the ID derived from the master key.  The file holds one
 or more such records, which makes a rename crash-safe (bind to [old place, new place],
 rename, bind to [new place]) and lets two devices that created the same directory both
-keep their IDs.  ``DirIds`` is format v1 (one record, no place), kept for the v1 Vault,
-for ``recover`` and for ``vaultfs upgrade``, which rebinds every v1 record.
+keep their IDs.  Format-v1 records (one ID, no place) are only opened, by ``recover`` and
+by ``vaultfs upgrade``, which rebinds every one of them.
 """
 
 from __future__ import annotations
@@ -32,74 +32,6 @@ DIRID_V2_LABEL = b"vaultfs/v2/dir-id"
 SEALED_SIZE = 12 + DIR_ID_SIZE + 16
 MAX_RECORDS = 16
 ROOT_PARENT_ID = bytes(DIR_ID_SIZE)
-
-
-class DirIds:
-    """Format v1: one sealed ID per file, valid wherever it is found (the v1 Vault's interface).
-
-    The root is the exception: its record is written in the v2 form (bound to the root's
-    place), which this class also reads, so that a vault the v1 Vault creates under a
-    version-2 config is recognised as version 2 by ``recover --rebuild-config``.
-    """
-
-    def __init__(self, keys: VaultKeys) -> None:
-        self._gcm = crypto.Gcm(keys.dir_id_key)
-        self._root_id = keys.root_dir_id
-
-    def seal(self, dir_id: bytes) -> bytes:
-        return self._gcm.seal(dir_id, DIRID_AAD)
-
-    def read_all(self, backing_dir: str, label: str) -> tuple[bytes, ...]:
-        """The directory's ID, then those of authentic conflict copies of ``vaultfs.dirid``.
-
-        Two machines that created the same directory before syncing leave two sealed IDs
-        and names under both; every authentic one is kept so that all names decrypt.
-        """
-        ids: list[bytes] = []
-        first_error: IntegrityError | None = None
-        candidates = [DIRID_NAME] + sorted(
-            name for name in os.listdir(backing_dir) if is_dirid_copy(name, DIRID_NAME))
-        for name in candidates:
-            try:
-                dir_id = self.read(backing_dir, label, name)
-            except IntegrityError as exc:
-                first_error = first_error or exc
-                continue
-            if dir_id not in ids:
-                ids.append(dir_id)
-        if not ids:
-            assert first_error is not None
-            raise first_error
-        return tuple(ids)
-
-    def read(self, backing_dir: str, label: str, name: str = DIRID_NAME) -> bytes:
-        """Unseal the directory's ID; IntegrityError if it is missing, oversized or forged."""
-        path = os.path.join(backing_dir, name)
-        try:
-            sealed = backing.read_bounded(path, SEALED_SIZE)
-        except FileNotFoundError:
-            raise IntegrityError(f"{label}: directory has no {DIRID_NAME}") from None
-        except OSError as exc:
-            raise IntegrityError(f"{label}: {DIRID_NAME}: {exc.strerror}") from None
-        try:
-            dir_id = self._gcm.open(sealed, DIRID_AAD)
-        except crypto.AuthenticationFailed:
-            try:
-                dir_id = self._gcm.open(sealed, record_aad(ROOT))
-            except crypto.AuthenticationFailed:
-                raise IntegrityError(f"{label}: {name} failed authentication") from None
-            if dir_id != self._root_id:
-                raise IntegrityError(f"{label}: {name} failed authentication") from None
-        if len(dir_id) != DIR_ID_SIZE:
-            raise IntegrityError(f"{label}: {name} has a wrong length")
-        return dir_id
-
-    def create(self, backing_dir: str, dir_id: bytes | None = None) -> bytes:
-        """Write a new sealed ID (random unless given, as for the root) into ``backing_dir``."""
-        dir_id = dir_id if dir_id is not None else crypto.random_bytes(DIR_ID_SIZE)
-        sealed = self._gcm.seal(dir_id, record_aad(ROOT)) if dir_id == self._root_id else self.seal(dir_id)
-        backing.write_new_file(os.path.join(backing_dir, DIRID_NAME), sealed, 0o644)
-        return dir_id
 
 
 # ---------------------------------------------------------------- format v2: IDs bound to their place
@@ -149,10 +81,22 @@ class BoundIds:
     ids: tuple[bytes, ...]
     strays: list[Stray] = field(default_factory=list)
     copies: list[str] = field(default_factory=list)  # conflict copies of vaultfs.dirid in the directory
+    place: Place | None = None  # where the IDs are valid
+    files: list[str] = field(default_factory=list)  # vaultfs.dirid (if present) and its copies, as read
+    records: dict[bytes, bytes] = field(default_factory=dict)  # ID -> the first record (sealed bytes) holding it
 
     @property
     def primary(self) -> bytes:
         return self.ids[0]
+
+    @property
+    def settled(self) -> bool:
+        """One ID and nothing invalid: nothing for a writer to merge or drop.
+
+        Conflict copies of ``vaultfs.dirid`` that all hold that one ID are left alone: two
+        devices that each rewrote them would only make the sync client copy them again.
+        """
+        return len(self.ids) == 1 and not self.strays
 
 
 @contextlib.contextmanager
@@ -200,7 +144,6 @@ class BoundDirIds:
 
     def __init__(self, keys: VaultKeys) -> None:
         self._gcm = crypto.Gcm(keys.dir_id_key)
-        self._v1 = DirIds(keys)
         self._root_id = keys.root_dir_id
 
     def seal(self, dir_id: bytes, place: Place) -> bytes:
@@ -219,39 +162,58 @@ class BoundDirIds:
     def open_v1(self, record: bytes) -> bytes | None:
         """The ID of a format-v1 record (upgrade), else None."""
         try:
-            dir_id = self._v1._gcm.open(record, DIRID_AAD)
+            dir_id = self._gcm.open(record, DIRID_AAD)
         except crypto.AuthenticationFailed:
             return None
         return dir_id if len(dir_id) == DIR_ID_SIZE else None
 
-    def read_at(self, directory: int | str, place: Place, label: str) -> BoundIds:
+    def read_at(self, directory: int | str, place: Place | Sequence[Place], label: str) -> BoundIds:
         """Every ID valid at ``place``, from ``vaultfs.dirid`` and its conflict copies.
 
         Two devices that created the same directory leave two files with one ID each:
         both are IDs of this directory.  Anything not valid here (bound to another place,
         forged, the stale half of an interrupted rename, a v1 record) is listed in
-        ``strays`` and ignored.  At the root only the derived root ID is valid.  Raises
-        IntegrityError when no ID is valid here.
+        ``strays`` and ignored.  At the root only the derived root ID is valid.  Given
+        several candidate places (a name that decrypts under more than one of the parent's
+        IDs), the first one where some ID is valid wins.  Raises IntegrityError when no ID
+        is valid here.
         """
-        ids: list[bytes] = []
-        strays: list[Stray] = []
+        places = [place] if isinstance(place, Place) else list(place)
+        malformed: list[Stray] = []
         with open_dir(directory) as dir_fd:
             files = dirid_files(dir_fd)
-            for name in files:
-                for index, record in self._records(dir_fd, name, strays):
-                    dir_id = self.open(record, place)
-                    if dir_id is None:
-                        why = "a format-v1 record" if self.open_v1(record) is not None else \
-                            "not valid here (bound to another place, or damaged)"
-                        strays.append(Stray(name, index, why))
-                    elif place == ROOT and dir_id != self._root_id:
-                        strays.append(Stray(name, index, "not the root's ID"))
-                    elif dir_id not in ids:
-                        ids.append(dir_id)
-        if not ids:
-            detail = "; ".join(f"{s.file}: {s.reason}" for s in strays[:3]) or f"no {DIRID_NAME}"
-            raise IntegrityError(f"{label}: no directory ID valid here ({detail})")
-        return BoundIds(tuple(ids), strays, [name for name in files if name != DIRID_NAME])
+            loaded = [(name, self._records(dir_fd, name, malformed)) for name in files]
+        copies = [name for name in files if name != DIRID_NAME]
+        strays: list[Stray] = []
+        for candidate in places:
+            bound = self._valid_at(loaded, candidate)
+            if bound.ids:
+                bound.strays[:0] = malformed
+                bound.copies = copies
+                bound.files = files
+                return bound
+            strays = bound.strays
+        strays = malformed + strays
+        detail = "; ".join(f"{s.file}: {s.reason}" for s in strays[:3]) or f"no {DIRID_NAME}"
+        raise IntegrityError(f"{label}: no directory ID valid here ({detail})")
+
+    def _valid_at(self, loaded: list[tuple[str, list[tuple[int, bytes]]]], place: Place) -> BoundIds:
+        ids: list[bytes] = []
+        strays: list[Stray] = []
+        records: dict[bytes, bytes] = {}
+        for name, file_records in loaded:
+            for index, record in file_records:
+                dir_id = self.open(record, place)
+                if dir_id is None:
+                    why = "a format-v1 record" if self.open_v1(record) is not None else \
+                        "not valid here (bound to another place, or damaged)"
+                    strays.append(Stray(name, index, why))
+                elif place == ROOT and dir_id != self._root_id:
+                    strays.append(Stray(name, index, "not the root's ID"))
+                elif dir_id not in ids:
+                    ids.append(dir_id)
+                    records[dir_id] = record
+        return BoundIds(tuple(ids), strays, place=place, records=records)
 
     def _records(self, dir_fd: int, name: str, strays: list[Stray]) -> list[tuple[int, bytes]]:
         try:
@@ -292,6 +254,18 @@ class BoundDirIds:
             raise ValueError(f"1 to {MAX_RECORDS} records")
         with open_dir(directory) as dir_fd:
             replace_file(dir_fd, name, b"".join(records))
+
+
+    def keep(self, directory: int | str, records: Sequence[bytes]) -> None:
+        """Replace ``vaultfs.dirid`` atomically with records that are already sealed (a merge, a clean-up).
+
+        Re-using the sealed bytes (instead of sealing anew, with a new nonce) makes two
+        devices that tidy up the same directory write the same file.
+        """
+        if not 1 <= len(records) <= MAX_RECORDS:
+            raise ValueError(f"1 to {MAX_RECORDS} records")
+        with open_dir(directory) as dir_fd:
+            replace_file(dir_fd, DIRID_NAME, b"".join(records))
 
 
 def root_version(keys: VaultKeys, backing_dir: str) -> int:

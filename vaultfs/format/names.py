@@ -127,6 +127,22 @@ class BackingName:
     entry: str  # the backing entry's name: <e>.vfs or <h>.vfl
     sidecar: str | None = None  # for long names: <h>.vfn
     encoded: str = ""  # the full base32 encoding, the sidecar's content for long names
+    copy_of_special: bool | None = None  # a sync client's copy (its suffix is not at the end): its form
+
+    @property
+    def special(self) -> bool:
+        """A special entry's form (``.vfx``/``.vxl``): a symlink, FIFO, socket or device stored as a file."""
+        if self.copy_of_special is not None:
+            return self.copy_of_special
+        return self.entry.endswith((SPECIAL_SUFFIX, LONG_SPECIAL_SUFFIX))
+
+    def as_special(self, special: bool = True) -> BackingName:
+        """The same name in the special (or the file/directory) form: only the suffix differs."""
+        if self.special == special:
+            return self
+        swap = {SHORT_SUFFIX: SPECIAL_SUFFIX, LONG_SUFFIX: LONG_SPECIAL_SUFFIX} if special else \
+            {SPECIAL_SUFFIX: SHORT_SUFFIX, LONG_SPECIAL_SUFFIX: LONG_SUFFIX}
+        return BackingName(self.entry[:-4] + swap[self.entry[-4:]], self.sidecar, self.encoded)
 
 
 _BASE32_CHARS = frozenset("abcdefghijklmnopqrstuvwxyz234567")
@@ -145,7 +161,7 @@ class NameCipher:
 
     def __init__(self, name_key: bytes) -> None:
         self._siv = crypto.Siv(name_key)
-        self._encrypt_cache: OrderedDict[tuple[bytes, str, bool], BackingName] = OrderedDict()
+        self._encrypt_cache: OrderedDict[tuple[bytes, str], BackingName] = OrderedDict()
         self._decrypt_cache: OrderedDict[tuple[bytes, str], str] = OrderedDict()
 
     @staticmethod
@@ -156,20 +172,22 @@ class NameCipher:
 
     def encrypt(self, name: str, dir_id: bytes, special: bool = False) -> BackingName:
         """Backing name of ``name`` in directory ``dir_id``: ``.vfs``/``.vfl``, or ``.vfx``/``.vxl``
-        for a special entry (symlink, FIFO, socket, device stored as a file)."""
-        key = (dir_id, name, special)
-        cached = self._encrypt_cache.get(key)
-        if cached is not None:
-            return cached
-        encoded = b32encode(self._siv.seal(pad16(name_bytes(name)), [dir_id]))
-        short, long = (SPECIAL_SUFFIX, LONG_SPECIAL_SUFFIX) if special else (SHORT_SUFFIX, LONG_SUFFIX)
-        if len(encoded) + len(short) <= MAX_BACKING_NAME:
-            result = BackingName(encoded + short, None, encoded)
-        else:
-            digest = b32encode(crypto.sha256(encoded.encode("ascii")))
-            result = BackingName(digest + long, digest + SIDECAR_SUFFIX, encoded)
-        self._remember(self._encrypt_cache, key, result)
-        return result
+        for a special entry (symlink, FIFO, socket, device stored as a file).
+
+        One SIV encryption per (directory, name), cached: both forms share it (a lookup
+        tries both), only the suffix differs.
+        """
+        key = (dir_id, name)
+        result = self._encrypt_cache.get(key)
+        if result is None:
+            encoded = b32encode(self._siv.seal(pad16(name_bytes(name)), [dir_id]))
+            if len(encoded) + len(SHORT_SUFFIX) <= MAX_BACKING_NAME:
+                result = BackingName(encoded + SHORT_SUFFIX, None, encoded)
+            else:
+                digest = b32encode(crypto.sha256(encoded.encode("ascii")))
+                result = BackingName(digest + LONG_SUFFIX, digest + SIDECAR_SUFFIX, encoded)
+            self._remember(self._encrypt_cache, key, result)
+        return result.as_special() if special else result
 
     def decrypt_encoded(self, encoded: str, dir_id: bytes) -> str | None:
         """Plaintext name of a base32 encoding in directory ``dir_id``, or None if it is not one."""
@@ -193,20 +211,11 @@ class NameCipher:
     def sidecar_matches(digest: str, encoded: str) -> bool:
         return b32encode(crypto.sha256(encoded.encode("ascii"))) == digest
 
-    # Format v1 stored a symlink as a backing symlink with a SIV-encrypted target. v2 stores
-    # it as a ``.vfx`` file (format/specials.py); these two remain for the v1 Vault and for
-    # ``vaultfs upgrade``, which converts such symlinks.
-
-    def encrypt_symlink(self, target: str) -> str:
-        raw = target.encode("utf-8", "surrogateescape")
-        if not raw or b"\0" in raw:
-            raise OSError(errno.EINVAL, "invalid symlink target")
-        encoded = b32encode(self._siv.seal(pad16(raw), [SYMLINK_AD]))
-        if len(encoded) >= 4096:
-            raise OSError(errno.ENAMETOOLONG, "symlink target too long")
-        return encoded
+    # Format v1 stored a symlink as a backing symlink with a SIV-encrypted target; v2 stores it
+    # as a ``.vfx`` file (format/specials.py).  Only ``vaultfs upgrade`` still reads the v1 form.
 
     def decrypt_symlink(self, encoded: str) -> str | None:
+        """A format-v1 backing symlink's target (upgrade), or None if it does not decrypt."""
         sealed = b32decode(encoded)
         if sealed is None or len(sealed) < 32:
             return None

@@ -124,8 +124,6 @@ class SparseBlocks:
         crash in between leaves what ``fsck`` recognises as an interrupted write
         (docs/format.md "Crash windows").
         """
-        if self.layout != 2:
-            raise OSError(errno.EOPNOTSUPP, "holes need format version 2")
         if offset < 0 or length < 0:
             raise OSError(errno.EINVAL, "negative offset or length")
         end = min(self.size, offset + length)

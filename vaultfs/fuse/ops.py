@@ -45,6 +45,7 @@ NEGATIVE_TIMEOUT = 1.0  # seconds it may trust "no such entry"
 THREAD_MIN = 128 * 1024  # bytes: reads/writes from this size run in a worker thread
 SLOW_BACKING_THREADS = 8  # worker threads for the backing calls of a slow (network) backing dir
 FALLOC_FL_KEEP_SIZE = 0x01  # <linux/falloc.h>
+FALLOC_FL_PUNCH_HOLE = 0x02
 _CURRENT = {"uid": "st_uid", "gid": "st_gid", "mode": "st_mode", "atime_ns": "st_atime_ns", "mtime_ns": "st_mtime_ns"}
 
 
@@ -203,7 +204,8 @@ class VaultOperations(pyfuse3.Operations):
 
     def _learn(self, parent: int, name: str, found: Found) -> Inode:
         directory = self.vault.child_dir(found) if found.is_dir else None
-        return self.inodes.learn(parent, name, found.key, found.st.st_mode, directory)
+        # the plaintext kind (a symlink), not its backing file's (format v2 stores it as a regular .vfx file)
+        return self.inodes.learn(parent, name, found.key, found.attr.st_mode, directory)
 
     def _entry_reply(self, parent: int, name: str, found: Found) -> pyfuse3.EntryAttributes:
         """Reply with an entry: the kernel now holds one more lookup of its inode."""
@@ -227,7 +229,7 @@ class VaultOperations(pyfuse3.Operations):
                 failure = exc
                 continue
             if found.key != self.inodes.key_of(inode):
-                if stat.S_IFMT(found.st.st_mode) != inode.kind or len(inode.links) > 1:
+                if stat.S_IFMT(found.attr.st_mode) != inode.kind or len(inode.links) > 1:
                     self.inodes.drop_link(inode, link)
                     continue
                 self.inodes.rekey(inode, found.key)
@@ -559,9 +561,12 @@ class VaultOperations(pyfuse3.Operations):
     async def fallocate(self, fh: int, mode: int, offset: int, length: int) -> None:
         """Added by the libfuse shim (extra_ops.py), which runs it synchronously: it must never await.
 
-        Mode 0 and FALLOC_FL_KEEP_SIZE. Everything else is EOPNOTSUPP: PUNCH_HOLE and
-        ZERO_RANGE need holes, which format v2 brings (PUNCH_HOLE goes here then).
+        Mode 0, FALLOC_FL_KEEP_SIZE, and PUNCH_HOLE | KEEP_SIZE (format v2 holes). Everything
+        else (ZERO_RANGE, COLLAPSE_RANGE ...) is EOPNOTSUPP.
         """
+        if mode == FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE:
+            self._handle(fh).punch_hole(offset, length)
+            return
         if mode & ~FALLOC_FL_KEEP_SIZE:
             raise OSError(errno.EOPNOTSUPP, f"fallocate mode {mode:#x} is not supported")
         self._handle(fh).allocate(offset, length, keep_size=bool(mode & FALLOC_FL_KEEP_SIZE))

@@ -35,12 +35,23 @@ class TransferResult:
     failed: list[tuple[str, str]] = field(default_factory=list)
 
 
-def walk(vault: Vault, top: str) -> Iterator[tuple[str, Attr]]:
-    """Depth-first (pre-order) plaintext paths below ``top`` with their attributes."""
+def walk(vault: Vault, top: str, failed: list[tuple[str, str]] | None = None) -> Iterator[tuple[str, Attr]]:
+    """Depth-first (pre-order) plaintext paths below ``top`` with their attributes, by name.
+
+    A directory that cannot be listed (no valid directory ID: fsck says why) is recorded
+    in ``failed`` and skipped, if a list is given; else the error propagates.
+    """
     stack = [top]
     while stack:
         directory = stack.pop()
-        for name, attr in sorted(vault.listdir(directory), reverse=True):
+        try:
+            listing = vault.listdir(directory)
+        except IntegrityError as exc:
+            if failed is None:
+                raise
+            failed.append((directory, exc.strerror or "integrity error"))
+            continue
+        for name, attr in sorted(listing, key=lambda item: item[0], reverse=True):
             path = join_path(directory, name)
             yield path, attr
             if stat.S_ISDIR(attr.st_mode):
@@ -145,6 +156,8 @@ def export(vault: Vault, dest: str, paths: list[str], force: bool, progress: Pro
             os.symlink(vault.readlink(path), target)
         elif stat.S_ISFIFO(attr.st_mode):
             os.mkfifo(target, mode)
+        elif (stat.S_ISCHR(attr.st_mode) or stat.S_ISBLK(attr.st_mode)) and os.geteuid() == 0:
+            os.mknod(target, stat.S_IFMT(attr.st_mode) | mode, attr.st_rdev)
         elif stat.S_ISREG(attr.st_mode):
             if attr.st_nlink > 1 and attr.st_ino in links:
                 os.link(links[attr.st_ino], target)
@@ -178,7 +191,7 @@ def export(vault: Vault, dest: str, paths: list[str], force: bool, progress: Pro
         else:
             directories.append((top, dest, attr))
         if stat.S_ISDIR(attr.st_mode):
-            for path, child_attr in walk(vault, top):
+            for path, child_attr in walk(vault, top, result.failed):
                 export_one(path, child_attr)
     for path, target, attr in reversed(directories):  # children first: their creation touched the mtime
         _xattrs_out(vault, path, target)
@@ -273,12 +286,12 @@ def import_tree(vault: Vault, source: str, into: str, progress: Progress) -> Tra
                 if st.st_nlink > 1:
                     links.setdefault(key, path)
                 progress.add_file()
-            elif stat.S_ISFIFO(st.st_mode):
-                if existing is None:
-                    vault.mknod(path, st.st_mode, 0)
+            elif stat.S_IFMT(st.st_mode) in (stat.S_IFIFO, stat.S_IFSOCK, stat.S_IFCHR, stat.S_IFBLK):
+                if existing is None:  # stored as a special entry: a regular file in the backing dir
+                    vault.mknod(path, st.st_mode, st.st_rdev)
                     vault.utime(path, st.st_atime_ns, st.st_mtime_ns)
             else:
-                result.failed.append((path, "device or socket: not imported"))
+                result.failed.append((path, "unknown file type: not imported"))
     for path, source_path, st in reversed(directories):
         _xattrs_in(source_path, vault, path)
         vault.chmod(path, stat.S_IMODE(st.st_mode))
@@ -294,7 +307,7 @@ def format_listing(vault: Vault, path: str) -> Iterator[str]:
     except (FileNotFoundError, NotADirectoryError):
         raise NoSuchFile(path) from None
     entries = vault.listdir(path) if stat.S_ISDIR(attr.st_mode) else [(split_path(path)[-1], attr)]
-    for name, child in sorted(entries):
+    for name, child in sorted(entries, key=lambda item: item[0]):
         when = time.strftime("%Y-%m-%d %H:%M", time.localtime(child.st_mtime_ns / 1e9))
         line = f"{stat.filemode(child.st_mode)} {child.st_nlink:>3} {child.st_size:>12} {when} {name}"
         if stat.S_ISLNK(child.st_mode):
