@@ -162,6 +162,22 @@ class PasswordCommandFailed(VaultError):
     exit_code = 18
 
 
+class RekeyInProgress(VaultError):
+    """rekey in progress"""
+
+    exit_code = 27
+
+
+class NotEnoughSpace(VaultError):
+    """not enough free space"""
+
+    exit_code = 28
+
+
+class RekeyBlocked(ProblemsFound):
+    """the vault has damage a rekey cannot carry over"""
+
+
 class Interrupted(VaultError):
     """interrupted"""
 
