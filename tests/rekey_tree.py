@@ -196,7 +196,9 @@ def snapshot(backing: Path, password: str, contents: bool = True) -> dict[str, S
     finally:
         vault.close()
     partners = {path: tuple(sorted(set(group) - {path})) for group in inodes.values() for path in group}
-    shown = {path: Shown(kind, stat.S_IMODE(attr.st_mode), attr.st_uid, attr.st_gid, attr.st_size,
+    # a directory's size is its backing directory's, which grows with the entries it ever held (ext4)
+    shown = {path: Shown(kind, stat.S_IMODE(attr.st_mode), attr.st_uid, attr.st_gid,
+                         0 if kind == "dir" else attr.st_size,
                          attr.st_mtime_ns, attr.st_atime_ns, content, target, attr.st_rdev, xattrs,
                          partners.get(path, ()))
              for path, (kind, attr, content, target, xattrs) in found.items()}
@@ -323,18 +325,41 @@ def old_key_findings(backing: Path, old: VaultKeys, before: KeyTrace) -> list[st
     return findings
 
 
+def files_noatime(backing: Path) -> list[Path]:
+    """Every regular file below ``backing``, listed without moving a directory's atime."""
+    found, stack = [], [backing]
+    while stack:
+        where = stack.pop()
+        fd = _noatime_dir(where)
+        try:
+            with os.scandir(fd) as entries:
+                for entry in entries:
+                    if entry.is_dir(follow_symlinks=False):
+                        stack.append(where / entry.name)
+                    elif entry.is_file(follow_symlinks=False):
+                        found.append(where / entry.name)
+        finally:
+            os.close(fd)
+    return found
+
+
 def recoverable(backing: Path, key_sets: list[VaultKeys]) -> set[bytes]:
-    """The plaintexts (file contents, special payloads) of every backing file that opens with one of the keys."""
+    """The plaintexts (file contents, special payloads) of every backing file that opens with one of the keys.
+
+    Moves no atime (a rekey going on afterwards keeps the times it finds)."""
     found: set[bytes] = set()
-    for path in backing.rglob("*"):
-        if not path.is_file() or path.is_symlink() or path.name.startswith("vaultfs.conf"):
+    for path in files_noatime(backing):
+        if path.name.startswith("vaultfs.conf"):
             continue
-        with open(path, "rb") as handle:
-            head = handle.read(8)
+        fd = os.open(path, os.O_RDONLY | os.O_NOATIME)
+        try:
+            head = os.pread(fd, 8, 0)
+        finally:
+            os.close(fd)
         if head[:4] != b"VFS2":
             continue
         for keys in key_sets:
-            fd = os.open(path, os.O_RDONLY)
+            fd = os.open(path, os.O_RDONLY | os.O_NOATIME)  # reading moves no atime a rekey then keeps
             try:
                 if head[6] == Kind.REGULAR:
                     content = EncryptedFile(fd, keys.file_key, str(path))

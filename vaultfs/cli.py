@@ -318,7 +318,7 @@ def cmd_upgrade(args: argparse.Namespace) -> int:
 
 
 def cmd_rekey(args: argparse.Namespace) -> int:
-    from vaultfs.errors import PartialFailure
+    from vaultfs.errors import PartialFailure, WrongPassword
     from vaultfs.tools import rekey, rekeystate
     from vaultfs.tools.progress import Progress
 
@@ -328,7 +328,13 @@ def cmd_rekey(args: argparse.Namespace) -> int:
         current: list[str] = []
 
         def unlock_current(password: str) -> VaultKeys:
-            keys = keyfile.unwrap(config, password)
+            try:
+                keys = keyfile.unwrap(config, password)
+            except WrongPassword:
+                if rekeystate.just_switched(root_fd):
+                    raise WrongPassword("a rekey of this vault has just finished: its new password (and the new "
+                                        "recovery key it showed) opens it now") from None
+                raise
             current.append(password)  # compared with the new one below
             return keys
 
@@ -338,16 +344,16 @@ def cmd_rekey(args: argparse.Namespace) -> int:
             print(f"vaultfs: finishing the interrupted rekey of {backing_dir}", file=sys.stderr)
             new = unlock_with_retries(args.new_passfile, lambda p: rekeystate.open_pending(pending, p),
                                       "New password (the one chosen when this rekey started): ")
-            total = rekeystate.check_space(backing_dir)
+            total = rekeystate.check_space(root_fd, backing_dir)
         else:
             password = new_password(args, args.new_passfile, backing_dir)
             if keyfile.normalize_password(password) == keyfile.normalize_password(current[-1]):
                 raise UsageError("the new password must differ from the current one (the new key's config lands "
                                  "in the same synced folder: a password that leaked would hand it over too)")
             rekeystate.check_readable(root_fd, old)
-            total = rekeystate.check_space(backing_dir)
+            total = rekeystate.check_space(root_fd, backing_dir)
             kdf = kdf_from_args(args)
-            rekeystate.remember_times(root_fd, overwrite=True)
+            rekeystate.remember_times(root_fd, overwrite=not rekeystate.start_interrupted(root_fd))
             new, _ = rekeystate.start(backing_dir, password, kdf)
 
         with Progress("rekey", total if sys.stderr.isatty() else None) as progress:

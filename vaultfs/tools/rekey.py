@@ -29,6 +29,7 @@ done), so a rekey needs the free space of its largest file, not of a second vaul
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import stat
 from collections.abc import Callable
@@ -37,26 +38,15 @@ from dataclasses import dataclass, field
 from vaultfs import backing
 from vaultfs.backing import TEMP_PREFIX
 from vaultfs.entries import join_path
-from vaultfs.errors import UsageError
 from vaultfs.format import listing
 from vaultfs.format.conflicts import parse_copy
-from vaultfs.format.dirids import (
-    DIRID_NAME,
-    MAX_RECORDS,
-    ROOT,
-    SEALED_SIZE,
-    BoundDirIds,
-    Place,
-    dirid_files,
-    read_small,
-    replace_file,
-    split_records,
-)
+from vaultfs.format.dirids import DIRID_NAME, ROOT, Place, read_small
 from vaultfs.format.keys import VaultKeys
 from vaultfs.format.names import MAX_BACKING_NAME, MAX_SIDECAR_BYTES, SHORT_SUFFIX, NameCipher, is_reserved
 from vaultfs.format.xattrs import XattrCipher
 from vaultfs.tools import rekeystate
 from vaultfs.tools.rekeycontent import copy_xattrs, reencrypt, rekey_xattrs_in_place
+from vaultfs.tools.rekeydirs import DirRecords, ids_of
 
 STAGE = TEMP_PREFIX + "rekey"  # per directory: the new file being written (a staging name: never listed, never synced)
 LINK_PREFIX = "vaultfs.rekey-link-"  # root: the new inode of a hard-linked entry, until the run ends
@@ -92,13 +82,6 @@ class _DirIds:
     to_old: dict[bytes, bytes]
 
 
-@dataclass
-class _Record:
-    sealed: bytes
-    kind: str  # "old": valid at the old place under the old key; "new": at the new place, new key; "stray"
-    dir_id: bytes | None
-
-
 class _KeyCache:
     """Per-file keys of one master key, derived once per file ID (each costs an HKDF)."""
 
@@ -125,7 +108,7 @@ class Rekeyer:
         self.old, self.new = old, new
         self.block_size = block_size
         self.old_names, self.new_names = NameCipher(old.name_key), NameCipher(new.name_key)
-        self.old_ids, self.new_ids = BoundDirIds(old), BoundDirIds(new)
+        self.records = DirRecords(old, new)
         self.old_xattrs, self.new_xattrs = XattrCipher(old.master_key), XattrCipher(new.master_key)
         self.old_key, self.new_key = _KeyCache(old), _KeyCache(new)
         self.report = RekeyReport()
@@ -149,90 +132,21 @@ class Rekeyer:
         os.fsync(self.root_fd)
         return self.report
 
-    # ------------------------------------------------------------ directory IDs
-
-    def _records(self, fd: int, old_place: Place | None, new_place: Place) -> list[tuple[str, bytes, list[_Record]]]:
-        """Each ID file of the directory (``vaultfs.dirid``, then its conflict copies) with its records sorted
-        out; files that cannot be read or are not ID files at all are left out (and left alone)."""
-        files = []
-        for name in dirid_files(fd):
-            try:
-                raw = read_small(fd, name, MAX_RECORDS * SEALED_SIZE)
-            except OSError:
-                continue
-            records = split_records(raw)
-            if records is None:
-                continue
-            files.append((name, raw, [self._record(sealed, old_place, new_place) for sealed in records]))
-        return files
-
-    def _record(self, sealed: bytes, old_place: Place | None, new_place: Place) -> _Record:
-        if old_place is not None:
-            dir_id = self.old_ids.open(sealed, old_place)
-            if dir_id is not None and (old_place != ROOT or dir_id == self.old.root_dir_id):
-                return _Record(sealed, "old", dir_id)
-        dir_id = self.new_ids.open(sealed, new_place)
-        if dir_id is not None and (new_place != ROOT or dir_id == self.new.root_dir_id):
-            return _Record(sealed, "new", dir_id)
-        return _Record(sealed, "stray", None)
-
-    @staticmethod
-    def _ids(files: list[tuple[str, bytes, list[_Record]]], kind: str) -> tuple[bytes, ...]:
-        found: list[bytes] = []
-        for _, _, records in files:
-            for record in records:
-                if record.kind == kind and record.dir_id not in found:
-                    found.append(record.dir_id)  # type: ignore[arg-type]
-        return tuple(found)
-
-    def _bind_new(self, fd: int, files: list[tuple[str, bytes, list[_Record]]], new_place: Place) -> None:
-        """Step 1 of a directory: next to each old record, a record of its new ID at the new place."""
-        for name, raw, records in files:
-            old = [r for r in records if r.kind == "old"]
-            if not old:
-                continue
-            have = {r.dir_id: r.sealed for r in records if r.kind == "new"}
-            wanted: list[bytes] = []
-            for dir_id in dict.fromkeys(r.dir_id for r in old):
-                new_id = rekeystate.new_dir_id(self.old, self.new, dir_id)  # type: ignore[arg-type]
-                wanted.append(have.get(new_id) or self.new_ids.seal(new_id, new_place))
-            data = b"".join([r.sealed for r in old] + wanted)
-            if len(data) > MAX_RECORDS * SEALED_SIZE:
-                raise UsageError(f"{name} holds {len(old)} records of one directory: too many to rekey "
-                                 "(`vaultfs fsck --repair` merges them)")
-            if data != raw:
-                replace_file(fd, name, data, self._mode(fd, name))
-
-    def _drop_old(self, fd: int, old_place: Place, new_place: Place) -> None:
-        """Last step of a directory: only the new records stay (a file left with none goes)."""
-        for name, raw, records in self._records(fd, old_place, new_place):
-            kept = b"".join(r.sealed for r in records if r.kind == "new")
-            if kept == raw:
-                continue
-            if kept:
-                replace_file(fd, name, kept, self._mode(fd, name))
-            else:
-                os.unlink(name, dir_fd=fd)
-
-    @staticmethod
-    def _mode(fd: int, name: str) -> int:
-        return stat.S_IMODE(os.lstat(name, dir_fd=fd).st_mode)
-
     # ------------------------------------------------------------ directories
 
     def _directory(self, fd: int, old_place: Place | None, new_place: Place, label: str) -> None:
         """Convert one directory (its entries, recursively); nothing to do once its old records are gone."""
-        files = self._records(fd, old_place, new_place)
-        old_ids = self._ids(files, "old")
+        files = self.records.read(fd, old_place, new_place)
+        old_ids = ids_of(files, "old")
         if not old_ids:
-            if not self._ids(files, "new") and self._has_entries(fd):
+            if not ids_of(files, "new") and self._has_entries(fd):
                 self._problem(self.report.left, f"{label}: no directory ID valid here under either key; "
                                                  "its entries were left as they were")
             return
         assert old_place is not None  # old records are only found at a known old place
         self.report.directories += 1
-        self._bind_new(fd, files, new_place)
-        new_ids = self._ids(self._records(fd, old_place, new_place), "new")
+        self.records.bind_new(fd, files, new_place)
+        new_ids = ids_of(self.records.read(fd, old_place, new_place), "new")
         to_new = {dir_id: rekeystate.new_dir_id(self.old, self.new, dir_id) for dir_id in old_ids}
         failed = rekey_xattrs_in_place(fd, self.old_xattrs, self.new_xattrs)
         if failed:
@@ -249,7 +163,7 @@ class Rekeyer:
             if not (is_reserved(name) or listing.is_sidecar(name)):
                 self._entry(fd, name, ids, label)
         self._sidecars(fd, sorted(os.listdir(fd)), old_ids, new_ids, to_new, remove=True)
-        self._drop_old(fd, old_place, new_place)
+        self.records.drop_old(fd, old_place, new_place)
         os.fsync(fd)
 
     @staticmethod
@@ -349,7 +263,10 @@ class Rekeyer:
             os.rename(name, target, src_dir_fd=fd, dst_dir_fd=fd)
 
     def _file(self, fd: int, name: str, target: str, st: os.stat_result, special: bool, label: str) -> None:
-        src = backing.open_file_at(fd, name, os.O_RDONLY)
+        try:  # reading moves no atime: a run killed after it would otherwise keep the moved one
+            src = backing.open_file_at(fd, name, os.O_RDONLY | os.O_NOATIME)
+        except PermissionError:  # O_NOATIME needs the owner (or CAP_FOWNER)
+            src = backing.open_file_at(fd, name, os.O_RDONLY)
         try:
             head = os.pread(src, 40, 0)
             shared = f"{LINK_PREFIX}{st.st_ino}-{st.st_mtime_ns}-{head[8:16].hex()}"
@@ -410,7 +327,13 @@ def rekey(root_fd: int, old: VaultKeys, new: VaultKeys, block_size: int,
           on_file: Callable[[], None] | None = None) -> RekeyReport:
     """Convert the tree, then switch ``vaultfs.conf`` to the pending config (``before_switch`` runs first:
     the CLI shows the new recovery key there, so that no run can switch without showing it)."""
-    report = Rekeyer(root_fd, old, new, block_size, on_bytes, on_problem, on_file).run()
+    try:
+        report = Rekeyer(root_fd, old, new, block_size, on_bytes, on_problem, on_file).run()
+    except OSError as exc:
+        if exc.errno == errno.ENOSPC:  # the staging file is gone again; every finished step stays
+            raise OSError(errno.ENOSPC, "the disk is full; free some space and run `vaultfs rekey` again with the "
+                                        "same passwords: it goes on where it stopped") from None
+        raise
     if before_switch is not None:
         before_switch(report)
     rekeystate.commit(root_fd, old.vault_id)

@@ -124,6 +124,29 @@ def start(backing_dir: str, new_password: str, kdf: KdfParams) -> tuple[VaultKey
     return keys, config
 
 
+def start_interrupted(root_fd: int) -> bool:
+    """A run was killed while writing the pending config: the root's kept times are its originals then.
+
+    Otherwise a fresh start takes the root's times anew (a run killed right after the
+    switch-over leaves its kept times behind, older than what happened since).
+    """
+    try:
+        os.lstat(PENDING_NAME + ".tmp", dir_fd=root_fd)
+    except FileNotFoundError:
+        return False
+    return True
+
+
+def just_switched(root_fd: int) -> bool:
+    """The root still keeps the times of a rekey whose pending config is gone: one was killed right after
+    its switch-over (the new password opens the vault; the old one is expected to fail)."""
+    try:
+        os.lstat(PENDING_NAME, dir_fd=root_fd)
+    except FileNotFoundError:
+        return _kept_times(root_fd) is not None
+    return False
+
+
 def stale_configs(root_fd: int, old_vault_id: bytes) -> list[str]:
     """Files in the root holding a slot for the old master key besides ``vaultfs.conf``: the backup an
     older vaultfs kept, a crashed write's temp file, a sync client's conflict copies of the config."""
@@ -206,7 +229,7 @@ def restore_times(fd: int, times: tuple[int, int] | None = None) -> None:
 
 # ---------------------------------------------------------------- before the first change
 
-def check_space(backing_dir: str) -> int:
+def check_space(root_fd: int, backing_dir: str) -> int:
     """Refuse (before anything changes) when the largest file cannot be written once more.
 
     A rekey works per file: each new file is written next to its old one, which goes
@@ -216,24 +239,30 @@ def check_space(backing_dir: str) -> int:
     progress bar's total).
     """
     largest, linked, total, seen = 0, 0, 0, set()
-    for directory, _, files in os.walk(backing_dir):
-        for name in files:
-            try:
-                st = os.lstat(os.path.join(directory, name))
-            except OSError:
-                continue
-            if not stat.S_ISREG(st.st_mode):
-                continue
-            allocated = st.st_blocks * 512
-            total += allocated
-            if st.st_nlink > 1:
-                if (st.st_dev, st.st_ino) not in seen:
-                    seen.add((st.st_dev, st.st_ino))
-                    linked += allocated
-            else:
-                largest = max(largest, allocated)
+    stack = [os.dup(root_fd)]
+    while stack:
+        fd = stack.pop()
+        try:
+            with os.scandir(fd) as entries:
+                for entry in entries:
+                    st = entry.stat(follow_symlinks=False)
+                    if stat.S_ISDIR(st.st_mode):
+                        stack.append(open_dir(fd, entry.name))
+                        continue
+                    if not stat.S_ISREG(st.st_mode):
+                        continue
+                    allocated = st.st_blocks * 512
+                    total += allocated
+                    if st.st_nlink > 1:
+                        if st.st_ino not in seen:
+                            seen.add(st.st_ino)
+                            linked += allocated
+                    else:
+                        largest = max(largest, allocated)
+        finally:
+            os.close(fd)
     need = largest + linked + SPACE_MARGIN
-    vfs = os.statvfs(backing_dir)
+    vfs = os.fstatvfs(root_fd)
     free = vfs.f_bavail * vfs.f_frsize
     if free < need:
         raise NotEnoughSpace(f"a rekey writes each file anew before removing the old one and needs about "
