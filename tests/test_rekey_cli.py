@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 
+from tests import independent_decrypter as idec
 from tests import rekey_tree
 from tests.conftest import REPO, VAULTFS_BIN, WEAK_KDF, cli_env, run_cli, write_file, write_passfile
 from tests.mounting import PASSWORD as MOUNT_PASSWORD
@@ -96,6 +97,15 @@ def test_refused_while_mounted(tmp_path: Path) -> None:
         assert state(mine.backing) == before
         assert (mine.mnt / "written").read_bytes() == b"while mounted"
     assert keyfile.unwrap(keyfile.load_config(str(mine.backing)), MOUNT_PASSWORD) is not None
+    locked = run_cli("rekey", str(mine.backing), "--passfile", str(mine.passfile), "--new-passfile", str(new),
+                     *WEAK_KDF)
+    assert locked.returncode == 0, locked.stderr
+    refused = mine.mount(check=False)
+    assert refused.returncode == 3 and not mine.is_mounted(), "the old password no longer mounts it"
+    mine.passfile.write_text(NEW + "\n")
+    with mounted(mine):  # the new password mounts it: the same files through FUSE
+        assert (mine.mnt / "written").read_bytes() == b"while mounted"
+        assert sorted(p.name for p in mine.mnt.iterdir()) == ["written"]
 
 
 def test_refused_while_a_push_pull_or_sync_holds_the_folder(vault: Path, passfiles: tuple[Path, Path]) -> None:
@@ -210,6 +220,8 @@ def test_every_reader_refuses_a_half_done_rekey_until_it_is_run_again(
                                         str(key_file), "--new-passfile", str(passfiles[1])]):
         assert run_cli(*verb).returncode == 27, verb
     assert not [line for line in Path("/proc/mounts").read_text().splitlines() if str(mnt) in line]
+    with pytest.raises(idec.DecryptError, match="rekey is in progress"):  # the spec's own reader refuses too
+        idec.open_vault(vault, password=OLD)
     wrong = rekey(vault, (passfiles[0], write_passfile(tmp_path / "other", "another strong passphrase")))
     assert wrong.returncode == 3 and "the new password given when this rekey started" in wrong.stderr
     both = passfiles[0].read_text() + passfiles[1].read_text()  # --passfile - and --new-passfile -: two lines
@@ -217,6 +229,14 @@ def test_every_reader_refuses_a_half_done_rekey_until_it_is_run_again(
     assert resumed.returncode == 0, resumed.stderr
     assert "finishing the interrupted rekey" in resumed.stderr and "New recovery key" in resumed.stdout
     assert rekey_tree.without_atimes(rekey_tree.snapshot(vault, NEW)) == shown
+
+
+def test_backing_given_through_a_symlink(vault: Path, passfiles: tuple[Path, Path], tmp_path: Path) -> None:
+    link = tmp_path / "GoogleDrive"  # cloud folders are often reached through a symlink
+    link.symlink_to(vault)
+    result = rekey(link, passfiles)
+    assert result.returncode == 0, result.stderr
+    assert keyfile.unwrap(keyfile.load_config(str(vault)), NEW) is not None
 
 
 def test_a_progress_bar_on_a_terminal(vault: Path, passfiles: tuple[Path, Path]) -> None:

@@ -139,9 +139,11 @@ class Rekeyer:
         files = self.records.read(fd, old_place, new_place)
         old_ids = ids_of(files, "old")
         if not old_ids:
-            if not ids_of(files, "new") and self._has_entries(fd):
-                self._problem(self.report.left, f"{label}: no directory ID valid here under either key; "
-                                                 "its entries were left as they were")
+            if not ids_of(files, "new"):  # no ID at all: hidden by every reader, before and after
+                self._remove_leftovers(fd, sorted(os.listdir(fd)))
+                if self._has_entries(fd):
+                    self._problem(self.report.left, f"{label}: no directory ID valid here under either key; "
+                                                     "its entries were left as they were")
             return
         assert old_place is not None  # old records are only found at a known old place
         self.report.directories += 1
@@ -153,10 +155,7 @@ class Rekeyer:
             self._problem(self.report.damaged, f"{label}: {failed} extended attribute(s) failed authentication "
                                                "and stay unreadable")
         names = sorted(os.listdir(fd))
-        for name in names:
-            if name.startswith(TEMP_PREFIX) or name == DIRID_NAME + ".tmp":  # a crashed writer's (or run's) leftover
-                with contextlib.suppress(FileNotFoundError):
-                    os.unlink(name, dir_fd=fd)
+        self._remove_leftovers(fd, names)
         self._sidecars(fd, names, old_ids, new_ids, to_new, remove=False)
         ids = _DirIds(old_ids, new_ids, to_new, {new: old for old, new in to_new.items()})
         for name in names:
@@ -165,6 +164,14 @@ class Rekeyer:
         self._sidecars(fd, sorted(os.listdir(fd)), old_ids, new_ids, to_new, remove=True)
         self.records.drop_old(fd, old_place, new_place)
         os.fsync(fd)
+
+    @staticmethod
+    def _remove_leftovers(fd: int, names: list[str]) -> None:
+        """Staging files of a crashed writer (or run) and a crashed ID file replacement: old-key bytes."""
+        for name in names:
+            if name.startswith(TEMP_PREFIX) or name == DIRID_NAME + ".tmp":
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(name, dir_fd=fd)
 
     @staticmethod
     def _has_entries(fd: int) -> bool:

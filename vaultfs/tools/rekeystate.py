@@ -80,7 +80,9 @@ def open_dir(parent_fd: int | None, name: str) -> int:
     A rekey lists every directory; with relatime a listing moves an atime that is not
     newer than the mtime or ctime, and the times a rekey keeps must be the ones it found.
     """
-    flags = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+    flags = os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC
+    if parent_fd is not None:  # inside the vault nothing is followed; BACKING itself may be a symlink
+        flags |= os.O_NOFOLLOW
     try:
         return os.open(name, flags | os.O_NOATIME, dir_fd=parent_fd)
     except PermissionError:  # O_NOATIME needs the owner (or CAP_FOWNER)
@@ -168,7 +170,8 @@ def commit(root_fd: int, old_vault_id: bytes) -> None:
 
     First every other copy of a config for the old key goes, so that none outlives it.
     """
-    for name in stale_configs(root_fd, old_vault_id) + [PENDING_NAME + ".tmp"]:
+    own = [keyfile.LEGACY_BACKUP_NAME, keyfile.CONFIG_NAME + ".tmp", PENDING_NAME + ".tmp"]  # even half written
+    for name in stale_configs(root_fd, old_vault_id) + own:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(name, dir_fd=root_fd)
     os.rename(PENDING_NAME, keyfile.CONFIG_NAME, src_dir_fd=root_fd, dst_dir_fd=root_fd)
