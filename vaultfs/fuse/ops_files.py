@@ -1,8 +1,10 @@
 """File handlers: open, create, read, write, flush, fsync, fallocate, release.
 
-Large reads and writes run in worker threads (``_offload``): AES-GCM releases the GIL, so
-two of them use both cores.  At open the kernel keeps its page cache only when the backing
-file is unchanged since the kernel cached it (a stamp per recently released file).
+Reads and writes run on the event loop (in worker threads only on a network backing dir,
+see ``VaultOperations._run``); a read hands the kernel a view of its own buffer, no copy;
+fsync waits in a worker thread (the disk, not Python). At open the kernel keeps its page
+cache only when the backing file is unchanged since the kernel cached it (a stamp per
+recently released file).
 """
 
 from __future__ import annotations
@@ -84,17 +86,11 @@ class FileHandlers:
 
     @handler
     async def read(self, fh: int, off: int, size: int) -> bytes:
-        handle = self._handle(fh)
-        if self._offload(size):
-            return await trio.to_thread.run_sync(handle.read, off, size, limiter=self._limiter)
-        return handle.read(off, size)
+        return await self._run(self._handle(fh).read_view, off, size)
 
     @handler
     async def write(self, fh: int, off: int, buf: bytes) -> int:
-        handle = self._handle(fh)
-        if self._offload(len(buf)):
-            return await trio.to_thread.run_sync(handle.write, off, buf, limiter=self._limiter)
-        return handle.write(off, buf)
+        return await self._run(self._handle(fh).write, off, buf)
 
     @handler
     async def flush(self, fh: int) -> None:
