@@ -80,6 +80,25 @@ def load(mountpoint: str) -> Record | None:
     return record if record.mountpoint == mountpoint else None
 
 
+def all_records() -> list[Record]:
+    """Every remote mount this user has running (for ``vaultfs status REMOTE:PATH``)."""
+    base = os.path.join(run_dir(), "remote")
+    try:
+        names = sorted(os.listdir(base))
+    except OSError:
+        return []
+    found = []
+    for name in names:
+        try:
+            with open(os.path.join(base, name, "record.json"), encoding="utf-8") as f:
+                record = Record(**json.load(f))
+        except (OSError, ValueError, TypeError):
+            continue
+        if private_dir(record.mountpoint) == os.path.join(base, name):
+            found.append(record)
+    return found
+
+
 def _save(record: Record) -> None:
     path = os.path.join(private_dir(record.mountpoint), "record.json")
     fd = os.open(path + ".tmp", os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
@@ -191,17 +210,18 @@ def _dirty_files(meta_dir: str) -> int:
     return count
 
 
-def pending_uploads(record: Record) -> tuple[int, int]:
+def pending_uploads(record: Record, timeout: float = 10.0) -> tuple[int, int]:
     """(files queued, uploading or dirty; bytes rclone has transferred so far)."""
-    disk = rc(record, "vfs/stats").get("diskCache") or {}
+    disk = rc(record, "vfs/stats", timeout).get("diskCache") or {}
     pending = int(disk.get("uploadsQueued") or 0) + int(disk.get("uploadsInProgress") or 0)
     if pending == 0 and disk.get("pathMeta"):
         pending = _dirty_files(str(disk["pathMeta"]))
-    return pending, int(rc(record, "core/stats").get("bytes") or 0)
+    return pending, int(rc(record, "core/stats", timeout).get("bytes") or 0)
 
 
-def wait_uploads(record: Record, say: Say) -> int:
-    """Wait until rclone has uploaded everything; give up after ``upload_timeout`` without progress.
+def wait_uploads(record: Record, say: Say, give_up: Callable[[], bool] | None = None) -> int:
+    """Wait until rclone has uploaded everything; give up after ``upload_timeout`` without progress,
+    or as soon as ``give_up()`` says so (``vaultfs run`` was signalled).
 
     Returns the number of files still waiting (0: all uploaded).  "Nothing pending" must
     hold for three polls in a row: the kernel tells rclone about the vault's last closes
@@ -225,7 +245,7 @@ def wait_uploads(record: Record, say: Say) -> int:
             if time.monotonic() - told > 5:
                 say(f"waiting for rclone to upload {pending} file(s) to {record.remote}")
                 told = time.monotonic()
-            if time.monotonic() - moved_at > record.upload_timeout:
+            if time.monotonic() - moved_at > record.upload_timeout or (give_up is not None and give_up()):
                 return pending
         time.sleep(POLL)
     return _dirty_files(_meta_dir(record))  # rclone is gone: what its cache still holds
@@ -240,9 +260,9 @@ def _meta_dir(record: Record) -> str:
 # ---- stop ------------------------------------------------------------------------------
 
 
-def stop(record: Record, *, wait: bool = True, say: Say = print) -> int:
+def stop(record: Record, *, wait: bool = True, say: Say = print, give_up: Callable[[], bool] | None = None) -> int:
     """Uploads first (unless ``wait`` is off), then unmount, exit, cleanup; returns files not uploaded."""
-    pending = wait_uploads(record, say) if wait and alive(record) else 0
+    pending = wait_uploads(record, say, give_up) if wait and alive(record) else 0
     _stop_process(record)
     _forget(record, keep_log=pending > 0)
     return pending
