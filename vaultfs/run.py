@@ -6,8 +6,11 @@ SIGTERM from cron or systemd) or left processes behind (``lock --force``: a job 
 one to ask).  The exit status is the command's (128+N if a signal N ended it), or
 vaultfs's own code when vaultfs failed: the mount (nothing is run) or the lock.
 
-:func:`run_command` is the reusable part: it takes *how to bring the vault up* and *how
-to take it down* as two callables, so the rclone remote mount runs the same loop.
+:func:`run_job` is the reusable part: it takes *how to bring the vault up* and *how to
+take it down* as two callables, so the rclone remote mount runs the same loop
+(``run REMOTE:PATH``), and it says whether a signal came, so that the transfers after
+the lock (remote/runsteps.py: ``--push``, ``--sync``) are skipped when the job was told
+to stop.
 
 Signals: SIGINT, SIGTERM and SIGHUP are blocked in this process from just before the
 mount until the lock, and received with ``sigtimedwait``, so none can strike between
@@ -120,11 +123,6 @@ def run_job(command: Sequence[str], up: Callable[[], Any], down: Callable[[], An
         while signal.sigpending() & set(FORWARDED):
             signal.sigtimedwait(FORWARDED, 0)
         signal.pthread_sigmask(signal.SIG_SETMASK, old_mask)
-
-
-def run_command(command: Sequence[str], up: Callable[[], Any], down: Callable[[], Any]) -> int:
-    """:func:`run_job` for callers that need only the exit status."""
-    return run_job(command, up, down)[0]
 
 
 def _run(command: Sequence[str]) -> tuple[int, int | None]:

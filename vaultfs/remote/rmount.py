@@ -38,6 +38,13 @@ READY_TIMEOUT = 60.0  # seconds for rclone's mount to answer
 EXIT_TIMEOUT = 30.0  # seconds for rclone to exit once unmounted
 POLL = 0.2
 WRITE_BACK = "1s"  # rclone uploads a closed file this long after its last close
+# rclone makes a read wait for a running download instead of starting another one when
+# the read is less than --buffer-size (default 16M) ahead of it.  Opening a vault file
+# reads its header and then authenticates its last block, so with 16M the open of a
+# file under 16 MiB waited for the whole file to download (while the vault daemon's
+# event loop waited with it: docs/remote.md, "Parallel reads").  1M (rclone's floor for
+# that window) fetches the end with its own ranged read.  RCLONE_BUFFER_SIZE overrides.
+BUFFER_SIZE = "1M"
 
 Say = Callable[[str], None]
 
@@ -155,6 +162,8 @@ def _launch(record: Record, read_only: bool) -> subprocess.Popen[bytes]:
                "--rc", "--rc-addr", record.rc_addr, "--log-file", record.log, "--log-level", "INFO"]
     if read_only:
         command.append("--read-only")
+    if "RCLONE_BUFFER_SIZE" not in os.environ:
+        command += ["--buffer-size", BUFFER_SIZE]
     # rclone reads every flag from RCLONE_<FLAG> too: the rc credentials stay out of argv.
     env = {**os.environ, "RCLONE_RC_USER": record.rc_user, "RCLONE_RC_PASS": record.rc_pass}
     with open(record.log, "ab") as log:
