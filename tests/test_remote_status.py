@@ -43,10 +43,13 @@ def test_status_names_the_remote_and_rclone_instead_of_its_directory(cloud, tmp_
 
         os.kill(record.pid, signal.SIGKILL)  # rclone dies under the vault: status says so
         assert wait_until(lambda: process_start(record.pid) is None, 10)
-        died = cloud.vaultfs("status", str(mnt))
+        died = cloud.vaultfs("status", str(mnt), check=False)
+        assert died.returncode == 17, died.stdout  # stale: the vault's daemon lives, over nothing
+        assert f"{mnt}: stale (rclone died under it; `vaultfs lock` removes the mount)" in died.stdout, died.stdout
         assert f"rclone:       not running (pid {record.pid} is gone)" in died.stdout, died.stdout
         assert "uploads:      unknown: rclone is not running" in died.stdout, died.stdout
-        assert json.loads(cloud.vaultfs("status", str(mnt), "--json").stdout)["remote"]["uploads_pending"] is None
+        as_json = json.loads(cloud.vaultfs("status", str(mnt), "--json", check=False).stdout)
+        assert as_json["state"] == "stale" and as_json["pid"] and as_json["remote"]["uploads_pending"] is None
         locked = cloud.vaultfs("lock", "--force", str(mnt), check=False)
         assert locked.returncode == 0, locked.stderr
     after = cloud.vaultfs("status", "dav:chat", check=False)

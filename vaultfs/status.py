@@ -11,7 +11,7 @@ mount underneath: its pid, mount dir, cache dir and the uploads it still has que
 of its remote control, with a short timeout; "unknown" if it does not answer).
 
 Exit codes: 0 mounted, 16 locked (not mounted), 17 stale (the mount is there but its
-daemon died: ``vaultfs lock`` cleans it up), 5 for a path that is neither a vault nor a
+daemon died, or on a remote mount rclone did: ``vaultfs lock`` cleans it up), 5 for a path that is neither a vault nor a
 vaultfs mountpoint.  Without an argument: every vaultfs mount of this user (everyone's
 for root), 0 if any is mounted (17 if any is stale), else 16.
 """
@@ -148,7 +148,8 @@ def lines(status: Status) -> list[str]:
         where = f"sealed: {status.seal}" if status.seal else "not mounted"
         head = [f"{name}: locked ({where})"]
         return head + ([f"  backing dir:  {status.backing}"] if status.backing and status.mountpoint else [])
-    out = [f"{name}: {status.state}" + (" (its daemon died; `vaultfs lock` removes the mount)"
+    died = "rclone died under it" if status.remote is not None and not status.remote.running else "its daemon died"
+    out = [f"{name}: {status.state}" + (f" ({died}; `vaultfs lock` removes the mount)"
                                         if status.state == "stale" else "")]
     if status.remote is not None:
         out.append(f"  remote:       {status.remote.remote} (rclone's mount is the backing dir)")
@@ -192,6 +193,10 @@ def of_mountpoint(mountpoint: str) -> Status | None:
         remote = rclone_mount(mountpoint)
         if remote is not None:
             backing = remote.remote  # the vault is REMOTE:PATH, not rclone's directory
+        if remote is not None and not remote.running:  # the vault's daemon may live on, over nothing
+            status = _mounted(mountpoint, backing, state)
+            status.state, status.remote = "stale", remote
+            return status
         if is_stale(mountpoint) or (state is not None and not daemon_alive(state)):
             return Status("stale", mountpoint, backing, holders=holders.find(mountpoint), remote=remote)
         status = _mounted(mountpoint, backing, state)
