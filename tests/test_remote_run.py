@@ -248,3 +248,31 @@ def test_run_flags_that_do_not_fit_are_refused_before_anything_happens(cloud, tm
                             "--", "touch", str(marker), check=False)
     assert refused.returncode == 2 and "rclone's mount is the backing dir" in refused.stderr, refused.stderr
     assert not marker.exists() and not vaultfs_mounted(canonical(str(mnt))) and no_rclone_left(mnt)
+
+
+def test_a_signal_during_the_upload_wait_stops_it_with_26(cloud, tmp_path: Path) -> None:  # noqa: F811
+    one = make_vault(tmp_path / "one", media=1)
+    cloud.server("dav")
+    cloud.vaultfs("push", str(one.path), "dav:chat")
+    mnt, wrote = mountpoint(tmp_path), tmp_path / "wrote"
+    big = os.urandom(2_000_000)
+    (tmp_path / "big").write_bytes(big)
+    process = subprocess.Popen([VAULTFS_BIN, "run", "dav:chat", str(mnt), "--passfile", str(one.passfile), "--",
+                                "sh", "-c", f"cp {tmp_path}/big {mnt}/big && touch {wrote}"], stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE, text=True, env={**cloud.env(), "RCLONE_BWLIMIT": "100k"})
+    try:  # 2 MB at 100 kB/s: the upload would take 20 s
+        assert wait_until(wrote.exists, 60) and wait_until(lambda: not vaultfs_mounted(canonical(str(mnt))), 60)
+        process.send_signal(signal.SIGTERM)  # a supervisor's stop while run waits for rclone
+        _, err = process.communicate(timeout=30)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.communicate()
+    assert process.returncode == 26, err
+    assert "the wait was interrupted by a signal" in err and "the command exited with status 0" in err, err
+    assert no_rclone_left(mnt)
+    again = cloud.vaultfs("run", "dav:chat", str(mnt), "--passfile", str(one.passfile), "--", "true")
+    assert "rclone uploaded everything" in again.stderr
+    two = tmp_path / "two"
+    cloud.vaultfs("pull", "dav:chat", str(two))
+    assert read(two, "/big") == big
