@@ -111,7 +111,7 @@ class PartialFailure(VaultError):
     exit_code = 14
 
 
-# ---- remote storage through rclone (vaultfs/remote/): 20-25 ------------------------
+# ---- remote storage through rclone (vaultfs/remote/): 21-28 ------------------------
 
 
 class RcloneMissing(VaultError):
@@ -148,6 +148,18 @@ class UploadPending(VaultError):
     """locked, but rclone has not finished uploading"""
 
     exit_code = 26
+
+
+class RunBeforeFailed(VaultError):
+    """run: the transfer before mounting failed; nothing was mounted or run"""
+
+    exit_code = 27
+
+
+class RunAfterFailed(VaultError):
+    """run: the vault is locked, but the transfer after locking failed"""
+
+    exit_code = 28
 
 
 class NoSuchFile(VaultError):
