@@ -2,7 +2,7 @@
 
 Real command, real files: a wrong or reused password, a weak one, a version-1 vault, a mounted vault
 (a real FUSE mount), a push/pull/sync holding the folder, a full disk (a small tmpfs), a directory
-whose names cannot be read; a rekey killed half-way, which every other verb refuses with exit 27
+whose names cannot be read; a rekey killed half-way, which every other verb refuses with exit 29
 until `vaultfs rekey` runs again with the same passwords; the progress bar on a terminal.
 """
 
@@ -142,7 +142,7 @@ def test_not_enough_free_space_is_refused_before_any_change(tmp_path: Path, pass
             opened.close()
         before = state(vault)
         result = rekey(vault, passfiles)
-        assert result.returncode == 28 and "not enough free space" in result.stderr, result.stderr
+        assert result.returncode == 30 and "not enough free space" in result.stderr, result.stderr
         assert "Nothing was changed" in result.stderr and state(vault) == before
         opened = Vault.unlock(str(vault), OLD)
         try:
@@ -214,11 +214,11 @@ def test_every_reader_refuses_a_half_done_rekey_until_it_is_run_again(
                  ["mount", str(mnt)]):
         where = [str(vault), *verb[1:]] if verb[0] != "mount" else [str(vault), str(mnt)]
         result = run_cli(verb[0], *where, "--passfile", str(passfiles[0]))
-        assert result.returncode == 27, (verb, result.stderr)
+        assert result.returncode == 29, (verb, result.stderr)
         assert "rekey in progress" in result.stderr and f"vaultfs rekey {vault}" in result.stderr, verb
     for verb in (["info", str(vault)], ["recover", str(vault), "--rebuild-config", "--recovery-key-file",
                                         str(key_file), "--new-passfile", str(passfiles[1])]):
-        assert run_cli(*verb).returncode == 27, verb
+        assert run_cli(*verb).returncode == 29, verb
     assert not [line for line in Path("/proc/mounts").read_text().splitlines() if str(mnt) in line]
     with pytest.raises(idec.DecryptError, match="rekey is in progress"):  # the spec's own reader refuses too
         idec.open_vault(vault, password=OLD)

@@ -397,48 +397,27 @@ def cmd_lock(args: argparse.Namespace) -> int:
 # ---- remote storage through rclone (vaultfs/remote/, docs/remote.md) -----------------
 
 def cmd_push(args: argparse.Namespace) -> int:
-    from vaultfs.remote import rclone, transfer
-    from vaultfs.remote.progress import human_bytes
+    from vaultfs.remote import rclone, report, transfer
 
     remote = rclone.remote_of(args.remote)
-    result = transfer.push(args.backing, remote, delete=args.delete)
-    note = " (the remote keeps no times or checksums: compared by vaultfs's record)" if result.compare == "size" else ""
-    print(f"pushed {result.files} file(s) ({human_bytes(result.bytes)}) from {os.path.abspath(args.backing)} "
-          f"to {remote}{note}")
+    print("\n".join(report.pushed(transfer.push(args.backing, remote, delete=args.delete), args.backing, remote)))
     return 0
 
 
 def cmd_pull(args: argparse.Namespace) -> int:
-    from vaultfs.remote import rclone, transfer
-    from vaultfs.remote.progress import human_bytes
+    from vaultfs.remote import rclone, report, transfer
 
     remote = rclone.remote_of(args.remote)
     result = transfer.pull(remote, args.backing, delete=args.delete)
-    deleted = f", deleted {result.deleted} the remote does not have" if args.delete else ""
-    print(f"pulled {result.files} file(s) ({human_bytes(result.bytes)}) from {remote} into "
-          f"{os.path.abspath(args.backing)}{deleted}")
+    print("\n".join(report.pulled(result, remote, args.backing, args.delete)))
     return 0
 
 
 def cmd_sync(args: argparse.Namespace) -> int:
-    from vaultfs.remote import bisync, rclone
-    from vaultfs.remote.progress import human_bytes
+    from vaultfs.remote import bisync, rclone, report
 
     remote = rclone.remote_of(args.remote)
-    result = bisync.sync(args.backing, remote, force=args.force)
-    backing = os.path.abspath(args.backing)
-    if result.first_run:
-        print(f"first sync of {backing} with {remote} (rclone bisync --resync)")
-        for path in result.kept_before_resync:
-            print(f"  {path} differed: the remote's version keeps the name, this device's is kept as {path}..path1")
-    print(f"synced {backing} with {remote}: {result.files} file(s) transferred ({human_bytes(result.bytes)})")
-    if result.new_conflicts:
-        print(f"{len(result.new_conflicts)} new conflict cop{'y' if len(result.new_conflicts) == 1 else 'ies'} "
-              "(changed on both sides; both versions kept, shown by vaultfs as conflicts):")
-        for path in result.new_conflicts:
-            print(f"  {path}")
-    else:
-        print("0 new conflict copies")
+    print("\n".join(report.synced(bisync.sync(args.backing, remote, force=args.force), args.backing, remote)))
     return 0
 
 
@@ -615,10 +594,25 @@ def build_parser() -> argparse.ArgumentParser:
     p = _verb(sub, "run", cmd_run, "mount, run a command, lock afterwards whatever happened",
               "Unlock and mount BACKING at MOUNTPOINT, run COMMAND once the mount answers, then lock "
               "(cutting off anything the command left open), also on Ctrl-C or SIGTERM. Exits with the "
-              "command's status, or vaultfs's own code if mounting or locking failed. "
-              "Example: vaultfs run CLOUD MNT --passfile F -- rsync -a ~/backup/ MNT/")
+              "command's status, or vaultfs's own code if a vault step failed (pull/sync before: 27, "
+              "mount: its code, lock: 13 or 26, push/sync after: 28). BACKING may be REMOTE:PATH (rclone's "
+              "mount underneath; the lock waits for its uploads). "
+              "Example: vaultfs run CLOUD MNT --passfile F --pull gdrive:chat --push gdrive:chat -- "
+              "rsync -a ~/backup/ MNT/")
     _add_mount_options(p)
     p.add_argument("command", metavar="-- COMMAND", nargs="*", help="the command and its arguments, after --")
+    remote = p.add_argument_group("remote steps", "an rclone remote around a local vault (docs/remote.md)")
+    remote.add_argument("--pull", metavar="REMOTE:PATH", help="pull from REMOTE:PATH before mounting; if that "
+                        "fails, nothing is mounted or run (exit 27)")
+    remote.add_argument("--push", metavar="REMOTE:PATH", help="push to REMOTE:PATH after locking, whatever the "
+                        "command's status (exit 28 if that fails; skipped after a signal)")
+    remote.add_argument("--delete", action="store_true", help="with --push: also delete remote files the vault "
+                        "no longer has (push --delete)")
+    remote.add_argument("--sync", metavar="REMOTE:PATH", help="sync with REMOTE:PATH (rclone bisync) before "
+                        "mounting and after locking (exit 27 or 28 if that fails)")
+    remote.add_argument("--upload-timeout", type=parse_duration, metavar="DURATION", default=120.0,
+                        help="with REMOTE:PATH as BACKING: how long the lock waits for rclone's uploads to move "
+                             "(default 2m; then exit 26, they resume at the next mount)")
 
     _add_remote_verbs(sub)
 

@@ -111,7 +111,7 @@ class PartialFailure(VaultError):
     exit_code = 14
 
 
-# ---- remote storage through rclone (vaultfs/remote/): 20-25 ------------------------
+# ---- remote storage through rclone (vaultfs/remote/): 21-28 ------------------------
 
 
 class RcloneMissing(VaultError):
@@ -150,6 +150,18 @@ class UploadPending(VaultError):
     exit_code = 26
 
 
+class RunBeforeFailed(VaultError):
+    """run: the transfer before mounting failed; nothing was mounted or run"""
+
+    exit_code = 27
+
+
+class RunAfterFailed(VaultError):
+    """run: the vault is locked, but the transfer after locking failed"""
+
+    exit_code = 28
+
+
 class NoSuchFile(VaultError):
     """no such file"""
 
@@ -165,13 +177,13 @@ class PasswordCommandFailed(VaultError):
 class RekeyInProgress(VaultError):
     """rekey in progress"""
 
-    exit_code = 27
+    exit_code = 29
 
 
 class NotEnoughSpace(VaultError):
     """not enough free space"""
 
-    exit_code = 28
+    exit_code = 30
 
 
 class RekeyBlocked(ProblemsFound):

@@ -45,6 +45,12 @@ class FileHandle:
         with self._file.lock.shared():
             return self._file.content.read(offset, size)
 
+    def read_view(self, offset: int, size: int) -> memoryview:
+        """``read`` without the final copy (the FUSE layer hands the view to the kernel as is)."""
+        self._check_open()
+        with self._file.lock.shared():
+            return self._file.content.read_view(offset, size)
+
     def write(self, offset: int, data: bytes | memoryview) -> int:
         self._check_open()
         if not self.writable:

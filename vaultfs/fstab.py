@@ -13,6 +13,13 @@ the same name; the kernel's generic flags (``nodev``, ``noexec`` ...) go to libf
 mount(8)'s own (``noauto``, ``nofail``, ``user``, ``_netdev``, ``x-systemd.*`` ...)
 are dropped.  ``umount MOUNTPOINT`` unmounts: the daemon flushes, exits and the
 mountpoint stays sealed underneath.
+
+A remote source (``gdrive:Backups/chat``, rclone's mount underneath) is refused: the
+lock of a remote mount must wait for rclone's uploads, and nothing can make umount(8)
+wait (it detaches the mount and returns; it would only run an ``umount.fuse.vaultfs``
+helper installed in /sbin, which a pip install cannot provide).  At shutdown systemd
+would then stop the network while the uploads are still queued: the backup would look
+done and stay on this disk.  docs/remote.md names what to use instead.
 """
 
 from __future__ import annotations
@@ -20,6 +27,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from vaultfs.errors import UsageError
+from vaultfs.remote.rclone import split_remote
 
 FLAGS = {"passfile": "--passfile", "passcmd": "--passcmd", "idle": "--idle", "log": "--log"}
 SWITCHES = {"allow_other": "--allow-other", "ro": "--read-only"}
@@ -29,14 +37,19 @@ MOUNT8 = {"defaults", "auto", "noauto", "nofail", "user", "users", "owner", "gro
 
 
 def looks_like_helper_call(argv: Sequence[str], verbs: set[str]) -> bool:
-    """``SOURCE MOUNTPOINT [-o OPTS]``: two paths where a verb would be."""
+    """``SOURCE MOUNTPOINT [-o OPTS]``: two paths (or a remote and a path) where a verb would be."""
     return (len(argv) >= 2 and argv[0] not in verbs and not argv[0].startswith("-")
-            and "/" in argv[0] and "/" in argv[1] and not argv[1].startswith("-"))
+            and ("/" in argv[0] or split_remote(argv[0]) is not None) and "/" in argv[1]
+            and not argv[1].startswith("-"))
 
 
 def to_mount_args(argv: Sequence[str]) -> list[str]:
     """Translate the mount helper call into ``vaultfs mount`` arguments."""
     source, mountpoint, rest = argv[0], argv[1], list(argv[2:])
+    if split_remote(source) is not None:
+        raise UsageError(f"fstab: a remote source ({source}) is not supported: umount cannot wait for rclone's "
+                         "uploads, so an unmount or a shutdown would cut them off. Mount it at login with the "
+                         "user unit (`vaultfs login-unit`), or with `vaultfs mount`/`vaultfs run` (docs/remote.md)")
     options: list[str] = []
     while rest:
         flag = rest.pop(0)

@@ -6,8 +6,11 @@ SIGTERM from cron or systemd) or left processes behind (``lock --force``: a job 
 one to ask).  The exit status is the command's (128+N if a signal N ended it), or
 vaultfs's own code when vaultfs failed: the mount (nothing is run) or the lock.
 
-:func:`run_command` is the reusable part: it takes *how to bring the vault up* and *how
-to take it down* as two callables, so the rclone remote mount runs the same loop.
+:func:`run_job` is the reusable part: it takes *how to bring the vault up* and *how to
+take it down* as two callables, so the rclone remote mount runs the same loop
+(``run REMOTE:PATH``), and it says whether a signal came, so that the transfers after
+the lock (remote/runsteps.py: ``--push``, ``--sync``) are skipped when the job was told
+to stop.
 
 Signals: SIGINT, SIGTERM and SIGHUP are blocked in this process from just before the
 mount until the lock, and received with ``sigtimedwait``, so none can strike between
@@ -51,13 +54,15 @@ def _exit_status(status: int) -> int:
     return 128 - code if code < 0 else code
 
 
-def _wait(pid: int) -> int:
-    """Wait for the command, passing signals on; its exit status (128+N for a signal N)."""
+def _wait(pid: int) -> tuple[int, int | None]:
+    """Wait for the command, passing signals on; its exit status (128+N for a signal N), and
+    the first signal that reached ``run`` meanwhile (None if none did)."""
     deadline = None
+    received: int | None = None
     while True:
         done, status = os.waitpid(pid, os.WNOHANG)
         if done:
-            return _exit_status(status)
+            return _exit_status(status), received
         timeout = 0.2
         if deadline is not None:
             remaining = deadline - time.monotonic()
@@ -72,6 +77,7 @@ def _wait(pid: int) -> int:
         info = signal.sigtimedwait(FORWARDED, timeout)
         if info is None:
             continue
+        received = info.si_signo if received is None else received
         if not (info.si_signo == signal.SIGINT and info.si_code == SI_KERNEL):
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, info.si_signo)
@@ -84,20 +90,33 @@ def _pending() -> int | None:
     return next(iter(waiting)).value if waiting else None
 
 
-def run_command(command: Sequence[str], up: Callable[[], Any], down: Callable[[], Any]) -> int:
+def signalled() -> bool:
+    """A signal is waiting (``run`` blocks them until the vault is locked): stop waiting for slow things."""
+    return bool(signal.sigpending() & set(FORWARDED))
+
+
+def run_job(command: Sequence[str], up: Callable[[], Any], down: Callable[[], Any]) -> tuple[int, int | None]:
     """Bring the vault up, run ``command``, take the vault down whatever happened.
 
     ``up()`` raises a VaultError when it failed and then leaves nothing to take down;
-    ``down()`` raises a VaultError when the lock failed.  Returns the exit status.
+    ``down()`` raises a VaultError when the lock failed (the command's status is said on
+    stderr first).  Returns the exit status and the signal that reached ``run`` while
+    the command ran (None if none did).
     """
     old_mask = signal.pthread_sigmask(signal.SIG_BLOCK, FORWARDED)
     try:
         up()
         try:
-            code = _run(command)
-        finally:
+            code, received = _run(command)
+        except BaseException:
             down()
-        return code
+            raise
+        try:
+            down()
+        except errors.VaultError:
+            print(f"vaultfs: the command exited with status {code}", file=sys.stderr, flush=True)
+            raise
+        return code, received
     finally:
         # a signal that arrived meanwhile was handled here (passed on, or it ends the
         # job anyway): drop it before unblocking, so it does not strike again
@@ -106,33 +125,44 @@ def run_command(command: Sequence[str], up: Callable[[], Any], down: Callable[[]
         signal.pthread_sigmask(signal.SIG_SETMASK, old_mask)
 
 
-def _run(command: Sequence[str]) -> int:
+def _run(command: Sequence[str]) -> tuple[int, int | None]:
     early = _pending()
     if early is not None:
         signal.sigtimedwait(FORWARDED, 0)
         print(f"vaultfs: signal {early} before the command started; not running it", file=sys.stderr)
-        return 128 + early
+        return 128 + early, early
     try:
         pid = _spawn(command)
     except FileNotFoundError:
         print(f"vaultfs: command not found: {command[0]}", file=sys.stderr)
-        return COMMAND_NOT_FOUND
+        return COMMAND_NOT_FOUND, None
     except PermissionError:
         print(f"vaultfs: cannot run {command[0]}: permission denied", file=sys.stderr)
-        return COMMAND_NOT_EXECUTABLE
+        return COMMAND_NOT_EXECUTABLE, None
     except OSError as exc:
         print(f"vaultfs: cannot run {command[0]}: {exc.strerror}", file=sys.stderr)
-        return COMMAND_NOT_EXECUTABLE
+        return COMMAND_NOT_EXECUTABLE, None
     return _wait(pid)
 
 
 def cmd_run(args: Any) -> int:
-    """Local vault: mount detached, run, ``lock --force`` (nothing may stay unlocked after a job)."""
+    """Mount detached, run, ``lock --force`` (nothing may stay unlocked after a job).
+
+    A local vault may have transfers around that (remote/runsteps.py: pull or sync
+    before, push or sync after); a REMOTE:PATH source runs on rclone's mount instead
+    (:func:`_run_on_remote_mount`).
+    """
     from vaultfs.fuse import lock, mount
+    from vaultfs.remote import mounthook, runsteps
 
     if not args.command:
         raise errors.UsageError("run needs a command after -- (vaultfs run BACKING MOUNTPOINT -- COMMAND ...)")
     args.idle, args.foreground = None, False
+    remote_mount = mounthook.remote_source(args.backing) is not None
+    job = runsteps.plan(args, remote_mount)  # flags and remotes checked before anything happens
+    if remote_mount:
+        return _run_on_remote_mount(args)
+    runsteps.before(job)
     prepared = mount.prepare(args)  # checks and the password, with the terminal's Ctrl-C still working
     mountpoint = prepared.state.mountpoint
 
@@ -144,4 +174,44 @@ def cmd_run(args: Any) -> int:
         with contextlib.redirect_stdout(sys.stderr):  # the command owns stdout
             prepared.start(detach=True)
 
-    return run_command(args.command, up, down)
+    status, received = run_job(args.command, up, down)
+    return runsteps.after(job, status, received)
+
+
+def _run_on_remote_mount(args: Any) -> int:
+    """``vaultfs run REMOTE:PATH MNT -- CMD``: rclone's mount underneath, as ``vaultfs mount`` makes it.
+
+    The lock waits for rclone's uploads (exit 26 if they stop moving, or if a signal
+    cuts the wait short: the files stay in rclone's cache for the next mount).
+    """
+    from vaultfs.fuse import lock, mount
+    from vaultfs.remote import mounthook, rmount
+
+    def say(text: str) -> None:
+        print(f"vaultfs: {text}", file=sys.stderr, flush=True)
+
+    with contextlib.redirect_stdout(sys.stderr):
+        record = mounthook.start_rclone(args)
+    args.backing = record.directory
+    try:
+        prepared = mount.prepare(args)
+    except BaseException:
+        rmount.stop(record, say=say)
+        raise
+    mountpoint = prepared.state.mountpoint
+
+    def up() -> None:
+        try:
+            with contextlib.redirect_stdout(sys.stderr):
+                prepared.start(detach=True)
+        except BaseException:
+            rmount.stop(record, say=say)
+            raise
+        say(f"the backing dir is rclone's mount of {record.remote} (cache {record.cache_dir})")
+
+    def down() -> None:
+        with contextlib.redirect_stdout(sys.stderr), mounthook.locking(mountpoint, give_up=signalled):
+            for line in lock.lock(mountpoint, force=True, by="run"):
+                print(line, flush=True)
+
+    return run_job(args.command, up, down)[0]

@@ -6,8 +6,12 @@ Sources, none of which sends a request through the mount (a hung daemon cannot h
 why a file), a /proc scan for the processes holding the mount (holders.py), and the
 seal on a locked mountpoint.
 
+A remote mount (``vaultfs mount REMOTE:PATH``) shows the remote as the vault, and rclone's
+mount underneath: its pid, mount dir, cache dir and the uploads it still has queued (asked
+of its remote control, with a short timeout; "unknown" if it does not answer).
+
 Exit codes: 0 mounted, 16 locked (not mounted), 17 stale (the mount is there but its
-daemon died: ``vaultfs lock`` cleans it up), 5 for a path that is neither a vault nor a
+daemon died, or on a remote mount rclone did: ``vaultfs lock`` cleans it up), 5 for a path that is neither a vault nor a
 vaultfs mountpoint.  Without an argument: every vaultfs mount of this user (everyone's
 for root), 0 if any is mounted (17 if any is stale), else 16.
 """
@@ -42,6 +46,57 @@ EXIT_STALE = 17
 SOURCE_PREFIX = "vaultfs:"  # the mount's fsname names its backing dir
 
 
+RC_TIMEOUT = 2.0  # seconds for rclone's remote control to answer status
+
+
+@dataclass
+class RcloneMount:
+    """rclone's mount under a remote vault mount, as its record and its remote control say."""
+
+    remote: str
+    pid: int | None
+    running: bool
+    mount: str
+    cache_dir: str
+    log: str
+    upload_timeout: float
+    uploads_pending: int | None = None  # queued, uploading or dirty; None if rc did not answer
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"remote": self.remote, "pid": self.pid, "running": self.running, "mount": self.mount,
+                "cache_dir": self.cache_dir, "log": self.log, "upload_timeout": self.upload_timeout,
+                "uploads_pending": self.uploads_pending}
+
+    def lines(self) -> list[str]:
+        state = f"pid {self.pid}" if self.running else f"not running (pid {self.pid} is gone)"
+        if not self.running:
+            uploads = f"unknown: rclone is not running; its cache keeps what it did not upload ({self.cache_dir})"
+        elif self.uploads_pending is None:
+            uploads = "unknown (rclone's remote control does not answer)"
+        else:
+            uploads = f"{self.uploads_pending} file(s) queued or uploading" if self.uploads_pending else "none queued"
+        return [f"  rclone:       {state}, mount {self.mount}",
+                f"  rclone cache: {self.cache_dir}",
+                f"  uploads:      {uploads}"]
+
+
+def rclone_mount(mountpoint: str) -> RcloneMount | None:
+    """rclone's mount under ``mountpoint``, if it is a remote mount."""
+    from vaultfs.remote import rmount
+
+    record = rmount.load(mountpoint)
+    if record is None:
+        return None
+    found = RcloneMount(record.remote, record.pid, rmount.alive(record), record.directory, record.cache_dir,
+                        record.log, record.upload_timeout)
+    if found.running:
+        try:
+            found.uploads_pending = rmount.pending_uploads(record, timeout=RC_TIMEOUT)[0]
+        except (OSError, ValueError):
+            found.uploads_pending = None
+    return found
+
+
 @dataclass
 class Status:
     state: str  # "mounted", "locked" or "stale"
@@ -55,6 +110,7 @@ class Status:
     idle: float | None = None
     idle_for: float | None = None
     seal: str | None = None
+    remote: RcloneMount | None = None  # a remote mount: rclone's mount underneath
 
     @property
     def exit_code(self) -> int:
@@ -74,7 +130,7 @@ class Status:
             "holders": [h.as_dict() for h in self.holders],
             "idle": None if self.idle is None else
             {"timeout": self.idle, "idle_for": self.idle_for, "locks_in": self.locks_in},
-            "seal": self.seal,
+            "seal": self.seal, "remote": None if self.remote is None else self.remote.as_dict(),
         }  # fmt: skip
 
 
@@ -92,9 +148,13 @@ def lines(status: Status) -> list[str]:
         where = f"sealed: {status.seal}" if status.seal else "not mounted"
         head = [f"{name}: locked ({where})"]
         return head + ([f"  backing dir:  {status.backing}"] if status.backing and status.mountpoint else [])
-    out = [f"{name}: {status.state}" + (" (its daemon died; `vaultfs lock` removes the mount)"
+    died = "rclone died under it" if status.remote is not None and not status.remote.running else "its daemon died"
+    out = [f"{name}: {status.state}" + (f" ({died}; `vaultfs lock` removes the mount)"
                                         if status.state == "stale" else "")]
-    out.append(f"  backing dir:  {status.backing or 'unknown'}")
+    if status.remote is not None:
+        out.append(f"  remote:       {status.remote.remote} (rclone's mount is the backing dir)")
+    else:
+        out.append(f"  backing dir:  {status.backing or 'unknown'}")
     if status.mountpoint and status.backing == name:
         out.append(f"  mountpoint:   {status.mountpoint}")
     if status.pid:
@@ -112,6 +172,8 @@ def lines(status: Status) -> list[str]:
         locks_in = status.locks_in
         text += f"; locks in {_duration(locks_in)}" if locks_in is not None else "; waits until nothing is open"
         out.append(f"  idle lock:    {text}")
+    if status.remote is not None:
+        out += status.remote.lines()
     return out
 
 
@@ -128,9 +190,18 @@ def of_mountpoint(mountpoint: str) -> Status | None:
     stack = mount_stack(mountpoint)
     backing = state.backing if state else _backing_from_table(mountpoint)
     if stack and stack[-1][0] == FUSE_TYPE:
+        remote = rclone_mount(mountpoint)
+        if remote is not None:
+            backing = remote.remote  # the vault is REMOTE:PATH, not rclone's directory
+        if remote is not None and not remote.running:  # the vault's daemon may live on, over nothing
+            status = _mounted(mountpoint, backing, state)
+            status.state, status.remote = "stale", remote
+            return status
         if is_stale(mountpoint) or (state is not None and not daemon_alive(state)):
-            return Status("stale", mountpoint, backing, holders=holders.find(mountpoint))
-        return _mounted(mountpoint, backing, state)
+            return Status("stale", mountpoint, backing, holders=holders.find(mountpoint), remote=remote)
+        status = _mounted(mountpoint, backing, state)
+        status.remote = remote
+        return status
     sealed = seal.inspect(mountpoint)
     if state is None and not sealed.any:
         return None
@@ -180,7 +251,25 @@ def collect(target: str | None) -> list[Status]:
         return [status]
     if _is_vault(os.path.abspath(target)):
         return [of_backing(os.path.abspath(target))]
+    if not os.path.lexists(target):
+        remote = of_remote(target)
+        if remote is not None:
+            return [remote]
     raise errors.NotAVault(f"{target} is neither a vault nor a vaultfs mountpoint")
+
+
+def of_remote(text: str) -> Status | None:
+    """``status REMOTE:PATH``: the remote mount serving it, or locked; None if ``text`` is no remote."""
+    from vaultfs.remote import rclone, rmount
+
+    if rclone.split_remote(text) is None or rclone.remote_or_none(text) is None:
+        return None
+    for record in rmount.all_records():
+        if record.remote == text:
+            status = of_mountpoint(record.mountpoint)
+            if status is not None and status.state != "locked":
+                return status
+    return Status("locked", None, text)
 
 
 def cmd_status(args: Any) -> int:

@@ -18,7 +18,6 @@ import contextlib
 import errno
 import os
 import stat
-import time
 from collections import OrderedDict
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -27,7 +26,7 @@ from vaultfs import backing
 from vaultfs.attrs import AttrReader
 from vaultfs.conflictfix import ConflictResolver
 from vaultfs.dirmerge import DirMerger
-from vaultfs.entries import Attr, BackingKey, Dir, Entry, backing_key, join_path, split_path
+from vaultfs.entries import Attr, BackingKey, Dir, Entry, backing_key, join_path
 from vaultfs.errors import AlreadyExists, IntegrityError, UsageError
 from vaultfs.filehandle import FileHandle
 from vaultfs.format import keyfile, specials
@@ -40,8 +39,9 @@ from vaultfs.format.recovery import encode as encode_recovery_key
 from vaultfs.format.xattrs import XattrCipher
 from vaultfs.namespace import Namespace, Owner, give_to
 from vaultfs.openfiles import OpenFileTable, open_backing_file
-from vaultfs.staging import Staged, Staging
+from vaultfs.staging import Staging
 from vaultfs.tree import BackingTree
+from vaultfs.vaultpaths import PathAPI
 from vaultfs.xattrstore import XattrStore
 
 _FILE_KEY_CACHE_SIZE = 4096  # derived once per open of a file not seen lately; ~0.6 MiB at most
@@ -88,7 +88,7 @@ class Found:
         return stat.S_ISDIR(self.st.st_mode)
 
 
-class Vault:
+class Vault(PathAPI):
     """An unlocked vault."""
 
     def __init__(self, backing_dir: str, keys: VaultKeys, config: Config, read_only: bool = False) -> None:
@@ -406,120 +406,3 @@ class Vault:
     def fsyncdir_at(self, directory: Dir) -> None:
         with self.tree.dir_fd(directory) as fd:
             os.fsync(fd)
-
-    # ------------------------------------------------------------ by path (tools, tests)
-
-    def locate(self, path: str) -> Entry:
-        """Where the entry at ``path`` lives (or would live) in the backing dir."""
-        directory, name = self._split(path)
-        with self.tree.dir_fd(directory) as fd:
-            return self.tree.locate(directory, name, fd)[0]
-
-    def _split(self, path: str) -> tuple[Dir, str]:
-        parts = split_path(path)
-        if not parts:
-            raise OSError(errno.EBUSY, "operation not allowed on the vault root")
-        return self.tree.resolve("/" + "/".join(parts[:-1])), parts[-1]
-
-    def getattr(self, path: str) -> Attr:
-        if not split_path(path):
-            return self.dir_attr(self.root)
-        return self.lookup(*self._split(path)).attr
-
-    def listdir(self, path: str) -> list[tuple[str, Attr]]:
-        return [(found.entry.name, found.attr) for found in self.listdir_at(self.tree.resolve(path))]
-
-    def readlink(self, path: str) -> str:
-        return self.readlink_at(*self._split(path))
-
-    def create(self, path: str, mode: int, flags: int = os.O_RDWR) -> FileHandle:
-        return self.create_at(*self._split(path), mode, flags)[0]
-
-    def open(self, path: str, flags: int) -> FileHandle:
-        if flags & os.O_CREAT:
-            return self.create(path, 0o666, flags)
-        return self.open_at(*self._split(path), flags)
-
-    def truncate(self, path: str, size: int) -> None:
-        handle = self.open(path, os.O_WRONLY)
-        try:
-            handle.truncate(size)
-        finally:
-            handle.close()
-
-    def mknod(self, path: str, mode: int, dev: int = 0) -> None:
-        self.mknod_at(*self._split(path), mode, dev)
-
-    def mkdir(self, path: str, mode: int) -> None:
-        self.mkdir_at(*self._split(path), mode)
-
-    def rmdir(self, path: str) -> None:
-        self.rmdir_at(*self._split(path))
-
-    def unlink(self, path: str) -> None:
-        self.unlink_at(*self._split(path))
-
-    def rename(self, old: str, new: str, flags: int = 0) -> None:
-        old_dir, old_name = self._split(old)
-        new_dir, new_name = self._split(new)
-        self.rename_at(old_dir, old_name, new_dir, new_name, flags)
-
-    def link(self, existing: str, new: str) -> None:
-        self.link_at(*self._split(existing), *self._split(new))
-
-    def symlink(self, target: str, path: str) -> None:
-        self.symlink_at(*self._split(path), target)
-
-    def _setattr(self, path: str, **changes: int | None) -> None:
-        if split_path(path):
-            self.setattr_at(*self._split(path), **changes)  # type: ignore[arg-type]
-        else:
-            self.setattr_at(None, ".", **changes)  # type: ignore[arg-type]
-
-    def chmod(self, path: str, mode: int) -> None:
-        self._setattr(path, mode=mode)
-
-    def chown(self, path: str, uid: int, gid: int) -> None:
-        self._setattr(path, uid=uid, gid=gid)
-
-    def utime(self, path: str, atime_ns: int | None, mtime_ns: int | None) -> None:
-        if atime_ns is None or mtime_ns is None:
-            now = time.time_ns()
-            atime_ns = now if atime_ns is None else atime_ns
-            mtime_ns = now if mtime_ns is None else mtime_ns
-        self._setattr(path, atime_ns=atime_ns, mtime_ns=mtime_ns)
-
-    def access(self, path: str, mode: int) -> None:
-        """access(2) for the user the vault runs as (see ``access_at``)."""
-        place = self._split(path) if split_path(path) else (None, ".")
-        if not self.access_at(*place, mode):
-            raise OSError(errno.EACCES, os.strerror(errno.EACCES), path)
-
-    def fsyncdir(self, path: str) -> None:
-        self.fsyncdir_at(self.tree.resolve(path))
-
-    def _xattr_target(self, path: str) -> tuple[Dir | None, str]:
-        return self._split(path) if split_path(path) else (None, ".")
-
-    def listxattr(self, path: str) -> list[bytes]:
-        return self.listxattr_at(*self._xattr_target(path))
-
-    def getxattr(self, path: str, name: bytes) -> bytes:
-        return self.getxattr_at(*self._xattr_target(path), name)
-
-    def setxattr(self, path: str, name: bytes, value: bytes) -> None:
-        self.setxattr_at(*self._xattr_target(path), name, value)
-
-    def create_staged(self, path: str, mode: int) -> tuple[FileHandle, Staged]:
-        directory, name = self._split(path)
-        return self.staging.create(directory, path, mode)
-
-    def publish_staged(self, staged: Staged, path: str, mode: int, atime_ns: int, mtime_ns: int) -> None:
-        directory, name = self._split(path)
-        if directory is not staged.directory:
-            raise OSError(errno.EXDEV, "staged file is in another directory", path)
-        self.staging.publish(staged, name, mode, atime_ns, mtime_ns)
-
-    def remove_staged(self, dir_path: str) -> int:
-        return self.staging.remove_leftovers(self.tree.resolve(dir_path))
-

@@ -16,8 +16,8 @@ only in normalisation are two files.  The API keeps ``str`` names decoded with
 
 from __future__ import annotations
 
-import base64
 import errno
+import re
 from collections import OrderedDict
 from dataclasses import dataclass
 
@@ -37,19 +37,46 @@ SYMLINK_AD = b"vaultfs/v1/symlink"
 _CACHE_SIZE = 4096  # per direction; a walk of 100,000 names cycles through any size, a hot set fits
 
 
+_ALPHABET = "abcdefghijklmnopqrstuvwxyz234567"  # RFC 4648 base32, lower case
+_PAIRS = [high + low for high in _ALPHABET for low in _ALPHABET]  # 10 bits -> 2 symbols
+_AS_BASE32_DIGITS = str.maketrans(_ALPHABET, "0123456789abcdefghijklmnopqrstuv")  # for int(..., 32)
+_BASE32_TEXT = re.compile("[a-z2-7]+")
+
+
 def b32encode(data: bytes) -> str:
-    return base64.b32encode(data).decode("ascii").rstrip("=").lower()
+    """RFC 4648 base32, lower case, no padding.
+
+    The bits go through one big integer, 10 at a time (base64.b32encode is a Python loop
+    over 5-byte groups in 3.11: 15 us for a name, which every lookup of a new name paid).
+    """
+    if not data:
+        return ""
+    bits = len(data) * 8
+    symbols = -(-bits // 5)
+    total = symbols * 5
+    value = int.from_bytes(data, "big") << (total - bits)
+    head = _ALPHABET[value >> (total - 5)] if symbols % 2 else ""
+    start = total - (15 if symbols % 2 else 10)
+    return head + "".join([_PAIRS[(value >> shift) & 1023] for shift in range(start, -1, -10)])
 
 
 def b32decode(text: str) -> bytes | None:
-    """Decode canonical lowercase unpadded base32, or None for anything else."""
-    if not text or text != text.lower():
+    """Decode canonical lowercase unpadded base32, or None for anything else.
+
+    Canonical: a length some byte string encodes to, and zero padding bits (so decoding
+    and encoding again gives ``text`` back).
+    """
+    if not text or not _BASE32_TEXT.fullmatch(text):
         return None
-    try:
-        data = base64.b32decode(text.upper() + "=" * (-len(text) % 8))
-    except (ValueError, base64.binascii.Error):
+    bits = len(text) * 5
+    size = bits // 8
+    padding = bits - size * 8
+    if padding >= 5:  # one symbol too many for any byte count
         return None
-    return data if b32encode(data) == text else None
+    value = int(text.translate(_AS_BASE32_DIGITS), 32)
+    if value & ((1 << padding) - 1):
+        return None
+    return (value >> padding).to_bytes(size, "big")
 
 
 def pad16(data: bytes) -> bytes:

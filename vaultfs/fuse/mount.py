@@ -164,6 +164,7 @@ class Prepared:
     opened: int | None  # mode to put back if the mount fails
     was_sealed: bool
     mode_before: int | None
+    claim: int | None = None  # the fd whose flock marks the backing dir as mounted (claim_backing)
 
     def start(self, detach: bool = True) -> int:
         """Seal the mountpoint underneath, then mount on top of it."""
@@ -178,6 +179,12 @@ class Prepared:
             if self.state.pid is None:  # never mounted: put the mountpoint back as it was
                 self.abandon()
             raise
+        finally:
+            if detach and self.claim is not None:
+                # the daemon holds its own copy of the locked fd: a caller that lives on
+                # (`vaultfs run`, which pushes after the lock) must not keep the backing dir claimed
+                os.close(self.claim)
+                self.claim = None
 
     def abandon(self) -> None:
         if not self.was_sealed and os.geteuid() == 0 and not mount_stack(self.state.mountpoint):
@@ -200,16 +207,19 @@ def prepare(args: Any, foreground: bool = False) -> Prepared:
     mode_before = _mode(mountpoint)
     opened = prepare_mountpoint(mountpoint, backing)
     was_sealed = seal.inspect(mountpoint).holds_root or (os.geteuid() != 0 and mode_before == 0)
+    claim = None
     try:
-        claim_backing(backing)  # one mount per backing dir: held (inherited by the daemon) until it exits
+        claim = claim_backing(backing)  # one mount per backing dir: held (inherited by the daemon) until it exits
         vault = passwords.unlock_with_retries(
             args.passfile, lambda password: Vault.unlock(backing, password, read_only=args.read_only))
     except BaseException:
+        if claim is not None:
+            os.close(claim)
         seal.restore(mountpoint, opened)
         raise
     state = MountState(mountpoint=mountpoint, backing=backing, idle=args.idle, read_only=bool(args.read_only),
                        log=log_destination(args, foreground))
-    return Prepared(vault, args, state, opened, was_sealed, mode_before)
+    return Prepared(vault, args, state, opened, was_sealed, mode_before, claim)
 
 
 def _mode(path: str) -> int | None:

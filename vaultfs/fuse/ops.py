@@ -8,10 +8,11 @@ pyfuse3's event loop), and an authentication failure is always EIO, logged.
 
 Every entry and attribute reply carries ENTRY_TIMEOUT / ATTR_TIMEOUT, and a missing name
 is a cached negative entry: a request the kernel answers from its caches never reaches
-this Python daemon (docs/mount.md has the measurements behind the values).  Reads and
-writes of THREAD_MIN bytes or more run in a worker thread: the AES releases the GIL, so
-two of them use both cores; small ones stay on the event loop, where a thread hop would
-cost more than it saves.
+this Python daemon (docs/mount.md has the measurements behind the values).  Every
+request is handled on the event loop thread when the backing dir is local: the AES of
+``cryptography`` keeps the GIL (measured: two threads decrypt no faster than one), so
+worker threads only add GIL hand-offs (reads and writes of 1 MiB were 40% slower with
+them).  On a network backing dir the Vault calls run in worker threads (``_run``).
 """
 
 from __future__ import annotations
@@ -24,16 +25,19 @@ import os
 import stat
 import time
 from collections import Counter
-from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
-from typing import Any, TypeVar
+from collections.abc import Callable
+from typing import Any
 
 import pyfuse3
 import trio
 
 from vaultfs.entries import Attr, Dir
 from vaultfs.filehandle import FileHandle
+from vaultfs.fuse.handler import handler, name_of, raw_of
 from vaultfs.fuse.inodes import ROOT_INODE, Inode, InodeTable
+from vaultfs.fuse.ops_dirs import DirHandlers, _OpenDir
+from vaultfs.fuse.ops_files import FileHandlers
+from vaultfs.fuse.ops_xattrs import XattrHandlers
 from vaultfs.namespace import Owner
 from vaultfs.vault import Found, Vault
 
@@ -42,10 +46,7 @@ log = logging.getLogger(__name__)
 ENTRY_TIMEOUT = 1.0  # seconds the kernel may trust a name -> inode answer
 ATTR_TIMEOUT = 1.0  # seconds it may trust attributes
 NEGATIVE_TIMEOUT = 1.0  # seconds it may trust "no such entry"
-THREAD_MIN = 128 * 1024  # bytes: reads/writes from this size run in a worker thread
 SLOW_BACKING_THREADS = 8  # worker threads for the backing calls of a slow (network) backing dir
-FALLOC_FL_KEEP_SIZE = 0x01  # <linux/falloc.h>
-FALLOC_FL_PUNCH_HOLE = 0x02
 _CURRENT = {"uid": "st_uid", "gid": "st_gid", "mode": "st_mode", "atime_ns": "st_atime_ns", "mtime_ns": "st_mtime_ns"}
 
 
@@ -54,58 +55,7 @@ def _current(attr: Attr, field: str) -> int:
     value = getattr(attr, _CURRENT[field])
     return stat.S_IMODE(value) if field == "mode" else value
 
-F = TypeVar("F", bound=Callable[..., Awaitable[Any]])
-
-
-def handler(func: F) -> F:
-    """Record the access (for --idle, and a count per request type) and turn every failure into an errno."""
-    name = func.__name__
-
-    @functools.wraps(func)
-    async def wrapper(self: VaultOperations, *args: Any) -> Any:
-        self.last_access = time.monotonic()
-        self.requests[name] += 1
-        try:
-            return await func(self, *args)
-        except pyfuse3.FUSEError:
-            raise
-        except OSError as exc:
-            code = exc.errno if isinstance(exc.errno, int) and exc.errno > 0 else errno.EIO
-            if code == errno.EIO:
-                log.error("%s: %s", func.__name__, exc)
-            raise pyfuse3.FUSEError(code) from None
-        except Exception:  # noqa: BLE001 - a bug must cost one EIO, not the whole mount
-            log.exception("%s: unexpected error", func.__name__)
-            raise pyfuse3.FUSEError(errno.EIO) from None
-
-    return wrapper  # type: ignore[return-value]
-
-
-def _stamp(st: os.stat_result) -> int:
-    """What the backing file looked like when the kernel cached its pages, as one int.
-
-    Kept for every file opened during the mount (100,000 of them after a backup): a hash
-    costs a tenth of the tuple it is made of; a collision would only keep a page cache.
-    """
-    return hash((st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns))
-
-
-def _name(raw: bytes) -> str:
-    """A name exactly as the kernel gave it (any bytes), as the Vault API's str."""
-    return raw.decode("utf-8", "surrogateescape")
-
-
-def _raw(name: str) -> bytes:
-    return name.encode("utf-8", "surrogateescape")
-
-
-@dataclass
-class _OpenDir:
-    ino: int
-    listing: list[Found] | None = None
-
-
-class VaultOperations(pyfuse3.Operations):
+class VaultOperations(DirHandlers, FileHandlers, XattrHandlers, pyfuse3.Operations):
     """pyfuse3 handlers, each a thin translation onto the Vault."""
 
     enable_writeback_cache = True
@@ -137,7 +87,7 @@ class VaultOperations(pyfuse3.Operations):
         cached "no such entry" for it (queued: never called back inside the request)."""
         ino = self.inodes.ino_of(directory.key)
         if ino is not None:
-            pyfuse3.invalidate_entry_async(ino, _raw(name), ignore_enoent=True)
+            pyfuse3.invalidate_entry_async(ino, raw_of(name), ignore_enoent=True)
 
     # ------------------------------------------------------------ lifecycle and helpers
 
@@ -161,8 +111,6 @@ class VaultOperations(pyfuse3.Operations):
             return function(*args, **kwargs)
         return await trio.to_thread.run_sync(functools.partial(function, *args, **kwargs), limiter=self._limiter)
 
-    def _offload(self, size: int) -> bool:
-        return self.slow_backing or size >= THREAD_MIN
 
     def request_summary(self) -> str:
         total = sum(self.requests.values())
@@ -261,7 +209,7 @@ class VaultOperations(pyfuse3.Operations):
     @handler
     async def lookup(self, parent_inode: int, name: bytes, ctx: Any = None) -> pyfuse3.EntryAttributes:
         directory = self.inodes.dir_of(parent_inode)
-        plain = _name(name)
+        plain = name_of(name)
         try:
             found = await self._run(self.vault.lookup, directory, plain)
         except FileNotFoundError:
@@ -322,7 +270,7 @@ class VaultOperations(pyfuse3.Operations):
 
     @handler
     async def readlink(self, inode: int, ctx: Any = None) -> bytes:
-        return _raw(await self._run(self.vault.readlink_at, *await self._place(self.inodes.get(inode))))
+        return raw_of(await self._run(self.vault.readlink_at, *await self._place(self.inodes.get(inode))))
 
     @handler
     async def access(self, inode: int, mode: int, ctx: Any = None) -> bool:
@@ -336,48 +284,11 @@ class VaultOperations(pyfuse3.Operations):
             setattr(reply, field_name, value)
         return reply
 
-    # ------------------------------------------------------------ extended attributes
-
-    async def _xattr_place(self, inode: int) -> tuple[Any, str, Any]:
-        """(directory, name, key): the open file's own fd is used when it is open (even unlinked)."""
-        node = self.inodes.get(inode)
-        if node.ino == ROOT_INODE:
-            return None, ".", None
-        try:
-            directory, name = await self._place(node)
-        except FileNotFoundError:
-            if self.vault.open_files.get(self.inodes.key_of(node)) is None:
-                raise
-            directory, name = None, ""  # only its open fd is left
-        return directory, name, self.inodes.key_of(node)
-
-    @handler
-    async def getxattr(self, inode: int, name: bytes, ctx: Any = None) -> bytes:
-        if not name.startswith(b"user."):  # the kernel asks for security.capability before every write
-            raise pyfuse3.FUSEError(errno.ENODATA)
-        directory, entry, key = await self._xattr_place(inode)
-        return await self._run(self.vault.getxattr_at, directory, entry, name, key)
-
-    @handler
-    async def setxattr(self, inode: int, name: bytes, value: bytes, ctx: Any = None) -> None:
-        directory, entry, key = await self._xattr_place(inode)
-        await self._run(self.vault.setxattr_at, directory, entry, name, value, key)
-
-    @handler
-    async def listxattr(self, inode: int, ctx: Any = None) -> list[bytes]:
-        directory, entry, key = await self._xattr_place(inode)
-        return await self._run(self.vault.listxattr_at, directory, entry, key)
-
-    @handler
-    async def removexattr(self, inode: int, name: bytes, ctx: Any = None) -> None:
-        directory, entry, key = await self._xattr_place(inode)
-        await self._run(self.vault.removexattr_at, directory, entry, name, key)
-
     # ------------------------------------------------------------ namespace
 
     @handler
     async def mkdir(self, parent_inode: int, name: bytes, mode: int, ctx: Any) -> pyfuse3.EntryAttributes:
-        plain = _name(name)
+        plain = name_of(name)
         found = await self._run(self.vault.mkdir_at, self.inodes.dir_of(parent_inode), plain, mode,
                                 self._owner(ctx))
         return self._entry_reply(parent_inode, plain, found)
@@ -385,21 +296,21 @@ class VaultOperations(pyfuse3.Operations):
     @handler
     async def mknod(self, parent_inode: int, name: bytes, mode: int, rdev: int,
                     ctx: Any) -> pyfuse3.EntryAttributes:
-        plain = _name(name)
+        plain = name_of(name)
         found = await self._run(self.vault.mknod_at, self.inodes.dir_of(parent_inode), plain, mode, rdev,
                                 self._owner(ctx))
         return self._entry_reply(parent_inode, plain, found)
 
     @handler
     async def symlink(self, parent_inode: int, name: bytes, target: bytes, ctx: Any) -> pyfuse3.EntryAttributes:
-        plain = _name(name)
-        found = await self._run(self.vault.symlink_at, self.inodes.dir_of(parent_inode), plain, _name(target),
+        plain = name_of(name)
+        found = await self._run(self.vault.symlink_at, self.inodes.dir_of(parent_inode), plain, name_of(target),
                                 self._owner(ctx))
         return self._entry_reply(parent_inode, plain, found)
 
     @handler
     async def link(self, inode: int, new_parent_inode: int, new_name: bytes, ctx: Any) -> pyfuse3.EntryAttributes:
-        plain = _name(new_name)
+        plain = name_of(new_name)
         src_dir, src_name = await self._place(self.inodes.get(inode))
         found = await self._run(self.vault.link_at, src_dir, src_name, self.inodes.dir_of(new_parent_inode), plain)
         return self._entry_reply(new_parent_inode, plain, found)
@@ -417,13 +328,13 @@ class VaultOperations(pyfuse3.Operations):
 
     @handler
     async def unlink(self, parent_inode: int, name: bytes, ctx: Any = None) -> None:
-        plain = _name(name)
+        plain = name_of(name)
         self._removed(await self._run(self.vault.unlink_at, self.inodes.dir_of(parent_inode), plain))
         self.inodes.unlinked(parent_inode, plain)
 
     @handler
     async def rmdir(self, parent_inode: int, name: bytes, ctx: Any = None) -> None:
-        plain = _name(name)
+        plain = name_of(name)
         directory = self.inodes.dir_of(parent_inode)
         found = await self._run(self.vault.lookup, directory, plain)
         await self._run(self.vault.rmdir_at, directory, plain)
@@ -433,7 +344,7 @@ class VaultOperations(pyfuse3.Operations):
     @handler
     async def rename(self, parent_inode_old: int, name_old: bytes, parent_inode_new: int, name_new: bytes,
                      flags: int, ctx: Any = None) -> None:
-        old, new = _name(name_old), _name(name_new)
+        old, new = name_of(name_old), name_of(name_new)
         self._removed(await self._run(self.vault.rename_at, self.inodes.dir_of(parent_inode_old), old,
                                            self.inodes.dir_of(parent_inode_new), new, flags))
         if flags & 2:  # RENAME_EXCHANGE
@@ -441,149 +352,3 @@ class VaultOperations(pyfuse3.Operations):
         else:
             self.inodes.renamed(parent_inode_old, old, parent_inode_new, new)
 
-    # ------------------------------------------------------------ directories
-
-    @handler
-    async def opendir(self, inode: int, ctx: Any = None) -> int:
-        self.inodes.dir_of(inode)
-        fh = next(self._next_fh)
-        self._dirs[fh] = _OpenDir(inode)
-        return fh
-
-    @handler
-    async def readdir(self, fh: int, start_id: int, token: pyfuse3.ReaddirToken) -> None:
-        state = self._dirs.get(fh)
-        if state is None:
-            raise OSError(errno.EBADF, "unknown directory handle")
-        node = self.inodes.get(state.ino)
-        if state.listing is None or start_id == 0:
-            state.listing = await self._run(self.vault.listdir_at, self.inodes.dir_of(state.ino))
-        # ids: 1 ".", 2 "..", 3.. the entries; each reply's next_id is where to resume.
-        if start_id < 2:
-            parent = node.links[0][0] if node.links else ROOT_INODE
-            dots = [(b".", node.ino), (b"..", parent)]
-            for index in range(start_id, 2):
-                name, dot = dots[index]
-                entry = pyfuse3.EntryAttributes()  # the kernel links neither name: no lookup is counted
-                entry.st_ino = dot
-                entry.st_mode = stat.S_IFDIR
-                if not pyfuse3.readdir_reply(token, name, entry, index + 1):
-                    return
-        for index in range(max(0, start_id - 2), len(state.listing)):
-            found = state.listing[index]
-            inode = self._learn(state.ino, found.entry.name, found)
-            if not pyfuse3.readdir_reply(token, _raw(found.entry.name), self._reply(inode, found.attr), index + 3):
-                self.inodes.forget(inode.ino, 0)  # not sent: a new inode with no lookup goes again
-                return
-            inode.lookups += 1  # readdirplus: the kernel links every entry it receives
-
-    @handler
-    async def releasedir(self, fh: int) -> None:
-        self._dirs.pop(fh, None)
-
-    @handler
-    async def fsyncdir(self, fh: int, datasync: bool) -> None:
-        state = self._dirs.get(fh)
-        if state is None:
-            raise OSError(errno.EBADF, "unknown directory handle")
-        await self._run(self.vault.fsyncdir_at, self.inodes.dir_of(state.ino))
-
-    # ------------------------------------------------------------ files
-
-    def _flags(self, flags: int) -> int:
-        """Open flags as the Vault must see them under the writeback cache.
-
-        The kernel then reads pages of write-only files and does O_APPEND itself (it
-        sends the end-of-file offset), as libfuse's passthrough_hp notes.
-        """
-        if not self.enable_writeback_cache:
-            return flags
-        if flags & os.O_ACCMODE == os.O_WRONLY:
-            flags = (flags & ~os.O_ACCMODE) | os.O_RDWR
-        return flags & ~os.O_APPEND
-
-    async def _add_handle(self, inode: Inode, handle: FileHandle) -> pyfuse3.FileInfo:
-        """Register a handle; keep the kernel's page cache only if the file did not change meanwhile."""
-        st = await self._run(handle.stat)
-        stamp = _stamp(st)
-        keep = stamp == self.inodes.stamp(inode)
-        self.inodes.set_stamp(inode, stamp)
-        inode.handles += 1
-        fh = next(self._next_fh)
-        self._files[fh] = (handle, inode)
-        return pyfuse3.FileInfo(fh=fh, keep_cache=keep)
-
-    @handler
-    async def open(self, inode: int, flags: int, ctx: Any) -> pyfuse3.FileInfo:
-        node = self.inodes.get(inode)
-        flags = self._flags(flags)
-        key = self.inodes.key_of(node)
-        handle = self.vault.reopen(key, flags) if flags & os.O_TRUNC == 0 else None
-        if handle is None:
-            handle = await self._run(self.vault.open_at, *await self._place(node), flags)
-            if handle.key != key:
-                self.inodes.rekey(node, handle.key)
-        return await self._add_handle(node, handle)
-
-    @handler
-    async def create(self, parent_inode: int, name: bytes, mode: int, flags: int,
-                     ctx: Any) -> tuple[pyfuse3.FileInfo, pyfuse3.EntryAttributes]:
-        plain = _name(name)
-        handle, found = await self._run(self.vault.create_at, self.inodes.dir_of(parent_inode), plain, mode,
-                                        self._flags(flags), self._owner(ctx))
-        reply = self._entry_reply(parent_inode, plain, found)
-        return await self._add_handle(self.inodes.get(reply.st_ino), handle), reply
-
-    @handler
-    async def read(self, fh: int, off: int, size: int) -> bytes:
-        handle = self._handle(fh)
-        if self._offload(size):
-            return await trio.to_thread.run_sync(handle.read, off, size, limiter=self._limiter)
-        return handle.read(off, size)
-
-    @handler
-    async def write(self, fh: int, off: int, buf: bytes) -> int:
-        handle = self._handle(fh)
-        if self._offload(len(buf)):
-            return await trio.to_thread.run_sync(handle.write, off, buf, limiter=self._limiter)
-        return handle.write(off, buf)
-
-    @handler
-    async def flush(self, fh: int) -> None:
-        self._handle(fh).flush()
-
-    @handler
-    async def fsync(self, fh: int, datasync: bool) -> None:
-        handle = self._handle(fh)
-        await trio.to_thread.run_sync(handle.fsync, datasync, limiter=self._limiter)
-
-    @handler
-    async def fallocate(self, fh: int, mode: int, offset: int, length: int) -> None:
-        """Added by the libfuse shim (extra_ops.py), which runs it synchronously: it must never await.
-
-        Mode 0, FALLOC_FL_KEEP_SIZE, and PUNCH_HOLE | KEEP_SIZE (format v2 holes). Everything
-        else (ZERO_RANGE, COLLAPSE_RANGE ...) is EOPNOTSUPP.
-        """
-        if mode == FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE:
-            self._handle(fh).punch_hole(offset, length)
-            return
-        if mode & ~FALLOC_FL_KEEP_SIZE:
-            raise OSError(errno.EOPNOTSUPP, f"fallocate mode {mode:#x} is not supported")
-        self._handle(fh).allocate(offset, length, keep_size=bool(mode & FALLOC_FL_KEEP_SIZE))
-
-    @handler
-    async def release(self, fh: int) -> None:
-        found = self._files.pop(fh, None)
-        if found is None:
-            return
-        handle, inode = found
-        try:
-            st = await self._run(handle.stat)
-            self.inodes.set_stamp(inode, _stamp(st))  # our own writes keep the page cache valid
-        finally:
-            inode.handles -= 1
-            await self._run(handle.close)
-        key = self.inodes.key_of(inode)
-        if not st.st_nlink and self.vault.open_files.get(key) is None:
-            self.inodes.detach(key)  # unlinked while open: now the backing file is gone
-        self.inodes.forget(inode.ino, 0)  # gone if the kernel forgot it while it was open

@@ -8,8 +8,6 @@ away (lock, idle, SIGTERM), after which the vault is closed.
 
 from __future__ import annotations
 
-import ctypes
-import ctypes.util
 import errno
 import fcntl
 import logging
@@ -121,25 +119,6 @@ def claim_backing(backing: str) -> int:
     return fd
 
 
-_M_MMAP_THRESHOLD = -3  # mallopt(3)
-MMAP_THRESHOLD = 128 * 1024
-
-
-def bound_heap() -> None:
-    """Give request-sized buffers back to the system when they are freed.
-
-    glibc raises its mmap threshold after large frees, so the 1 MiB buffers of reads and
-    writes end up in the heaps (one per worker thread) and stay: writing 1 GiB left the
-    daemon at 93 MiB. A fixed threshold keeps them mmap'ed: 62 MiB at the peak, 38 MiB
-    after (docs/performance.md).
-    """
-    try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
-        libc.mallopt(_M_MMAP_THRESHOLD, MMAP_THRESHOLD)
-    except (OSError, AttributeError) as e:  # not glibc: its own policy stays
-        log.debug("mallopt: %s", e)
-
-
 def raise_readahead(mountpoint: str) -> None:
     """Let the kernel read ahead READ_AHEAD per request instead of its default 128 KiB.
 
@@ -190,7 +169,6 @@ def serve(vault: Any, args: Any, mountpoint: str, on_ready: Any) -> None:
         on_ready()
         threading.Thread(target=raise_readahead, args=(mountpoint,), daemon=True).start()
 
-    bound_heap()
     slow = backing_is_slow(vault.backing)
     if slow:
         log.info("the backing dir is on a network filesystem: backing calls run in worker threads")

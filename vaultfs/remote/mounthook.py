@@ -36,15 +36,20 @@ def _say(text: str) -> None:
     print(f"vaultfs: {text}", file=sys.stderr, flush=True)
 
 
-def mount_remote(args: Any, mount_command: Callable[[Any], int]) -> int:
-    """rclone's mount of REMOTE:PATH first, then the vault on top of it; rclone goes down on failure."""
+def start_rclone(args: Any) -> rmount.Record:
+    """Checks, then rclone's mount of REMOTE:PATH (``args.backing``) under ``args.mountpoint``."""
     remote = rclone.remote_of(args.backing)
     mountpoint = canonical(args.mountpoint)
     if vaultfs_mounted(mountpoint):  # never touch the rclone mount under a live vault
         raise MountError(f"{mountpoint} is already mounted")
     if guard.remote_vault_id(remote) is None:
         raise NotAVault(f"{remote} holds no vault (no vaultfs.conf)")
-    record = rmount.start(remote, mountpoint, args.upload_timeout, args.read_only, say=_say)
+    return rmount.start(remote, mountpoint, args.upload_timeout, args.read_only, say=_say)
+
+
+def mount_remote(args: Any, mount_command: Callable[[Any], int]) -> int:
+    """rclone's mount of REMOTE:PATH first, then the vault on top of it; rclone goes down on failure."""
+    record = start_rclone(args)
     args.backing = record.directory
     try:
         code = mount_command(args)
@@ -52,14 +57,18 @@ def mount_remote(args: Any, mount_command: Callable[[Any], int]) -> int:
         rmount.stop(record, say=_say)
         raise
     if not args.foreground:
-        print(f"vaultfs: the backing dir is rclone's mount of {remote} (cache {record.cache_dir}); "
+        print(f"vaultfs: the backing dir is rclone's mount of {record.remote} (cache {record.cache_dir}); "
               "`vaultfs lock` waits for its uploads", flush=True)
     return code
 
 
 @contextlib.contextmanager
-def locking(mountpoint_arg: str) -> Iterator[None]:
-    """Around ``lock``: afterwards the rclone mount under this mountpoint goes down, uploads done."""
+def locking(mountpoint_arg: str, give_up: Callable[[], bool] | None = None) -> Iterator[None]:
+    """Around ``lock``: afterwards the rclone mount under this mountpoint goes down, uploads done.
+
+    ``give_up()`` true ends the wait for the uploads early (``vaultfs run`` got a signal):
+    that is reported like uploads that stopped moving (exit 26).
+    """
     mountpoint = canonical(mountpoint_arg)
     record = rmount.load(mountpoint)
     if record is None:
@@ -72,17 +81,18 @@ def locking(mountpoint_arg: str) -> Iterator[None]:
         if vaultfs_mounted(mountpoint) or daemon_alive(load_state(mountpoint)):
             rmount.unmark_locking(record)  # the vault still runs on top of rclone: leave both
             raise
-        _stop(record)
+        _stop(record, give_up)
         raise
-    _stop(record)
+    _stop(record, give_up)
 
 
-def _stop(record: rmount.Record) -> None:
-    pending = rmount.stop(record, say=_say)
+def _stop(record: rmount.Record, give_up: Callable[[], bool] | None = None) -> None:
+    pending = rmount.stop(record, say=_say, give_up=give_up)
     if pending:
-        raise UploadPending(f"{pending} file(s) not uploaded to {record.remote}: nothing moved for "
-                            f"{record.upload_timeout:.0f} s; they stay in rclone's cache ({record.cache_dir}) and "
-                            f"are uploaded the next time you mount {record.remote}")
+        why = ("the wait was interrupted by a signal" if give_up is not None and give_up() else
+               f"nothing moved for {record.upload_timeout:.0f} s")
+        raise UploadPending(f"{pending} file(s) not uploaded to {record.remote}: {why}; they stay in rclone's cache "
+                            f"({record.cache_dir}) and are uploaded the next time you mount {record.remote}")
     print(f"vaultfs: rclone uploaded everything to {record.remote} and stopped", flush=True)
 
 

@@ -38,6 +38,13 @@ READY_TIMEOUT = 60.0  # seconds for rclone's mount to answer
 EXIT_TIMEOUT = 30.0  # seconds for rclone to exit once unmounted
 POLL = 0.2
 WRITE_BACK = "1s"  # rclone uploads a closed file this long after its last close
+# rclone makes a read wait for a running download instead of starting another one when
+# the read is less than --buffer-size (default 16M) ahead of it.  Opening a vault file
+# reads its header and then authenticates its last block, so with 16M the open of a
+# file under 16 MiB waited for the whole file to download (while the vault daemon's
+# event loop waited with it: docs/remote.md, "Parallel reads").  1M (rclone's floor for
+# that window) fetches the end with its own ranged read.  RCLONE_BUFFER_SIZE overrides.
+BUFFER_SIZE = "1M"
 
 Say = Callable[[str], None]
 
@@ -78,6 +85,25 @@ def load(mountpoint: str) -> Record | None:
     except (OSError, ValueError, TypeError):
         return None
     return record if record.mountpoint == mountpoint else None
+
+
+def all_records() -> list[Record]:
+    """Every remote mount this user has running (for ``vaultfs status REMOTE:PATH``)."""
+    base = os.path.join(run_dir(), "remote")
+    try:
+        names = sorted(os.listdir(base))
+    except OSError:
+        return []
+    found = []
+    for name in names:
+        try:
+            with open(os.path.join(base, name, "record.json"), encoding="utf-8") as f:
+                record = Record(**json.load(f))
+        except (OSError, ValueError, TypeError):
+            continue
+        if private_dir(record.mountpoint) == os.path.join(base, name):
+            found.append(record)
+    return found
 
 
 def _save(record: Record) -> None:
@@ -136,6 +162,8 @@ def _launch(record: Record, read_only: bool) -> subprocess.Popen[bytes]:
                "--rc", "--rc-addr", record.rc_addr, "--log-file", record.log, "--log-level", "INFO"]
     if read_only:
         command.append("--read-only")
+    if "RCLONE_BUFFER_SIZE" not in os.environ:
+        command += ["--buffer-size", BUFFER_SIZE]
     # rclone reads every flag from RCLONE_<FLAG> too: the rc credentials stay out of argv.
     env = {**os.environ, "RCLONE_RC_USER": record.rc_user, "RCLONE_RC_PASS": record.rc_pass}
     with open(record.log, "ab") as log:
@@ -191,17 +219,18 @@ def _dirty_files(meta_dir: str) -> int:
     return count
 
 
-def pending_uploads(record: Record) -> tuple[int, int]:
+def pending_uploads(record: Record, timeout: float = 10.0) -> tuple[int, int]:
     """(files queued, uploading or dirty; bytes rclone has transferred so far)."""
-    disk = rc(record, "vfs/stats").get("diskCache") or {}
+    disk = rc(record, "vfs/stats", timeout).get("diskCache") or {}
     pending = int(disk.get("uploadsQueued") or 0) + int(disk.get("uploadsInProgress") or 0)
     if pending == 0 and disk.get("pathMeta"):
         pending = _dirty_files(str(disk["pathMeta"]))
-    return pending, int(rc(record, "core/stats").get("bytes") or 0)
+    return pending, int(rc(record, "core/stats", timeout).get("bytes") or 0)
 
 
-def wait_uploads(record: Record, say: Say) -> int:
-    """Wait until rclone has uploaded everything; give up after ``upload_timeout`` without progress.
+def wait_uploads(record: Record, say: Say, give_up: Callable[[], bool] | None = None) -> int:
+    """Wait until rclone has uploaded everything; give up after ``upload_timeout`` without progress,
+    or as soon as ``give_up()`` says so (``vaultfs run`` was signalled).
 
     Returns the number of files still waiting (0: all uploaded).  "Nothing pending" must
     hold for three polls in a row: the kernel tells rclone about the vault's last closes
@@ -225,7 +254,7 @@ def wait_uploads(record: Record, say: Say) -> int:
             if time.monotonic() - told > 5:
                 say(f"waiting for rclone to upload {pending} file(s) to {record.remote}")
                 told = time.monotonic()
-            if time.monotonic() - moved_at > record.upload_timeout:
+            if time.monotonic() - moved_at > record.upload_timeout or (give_up is not None and give_up()):
                 return pending
         time.sleep(POLL)
     return _dirty_files(_meta_dir(record))  # rclone is gone: what its cache still holds
@@ -240,9 +269,9 @@ def _meta_dir(record: Record) -> str:
 # ---- stop ------------------------------------------------------------------------------
 
 
-def stop(record: Record, *, wait: bool = True, say: Say = print) -> int:
+def stop(record: Record, *, wait: bool = True, say: Say = print, give_up: Callable[[], bool] | None = None) -> int:
     """Uploads first (unless ``wait`` is off), then unmount, exit, cleanup; returns files not uploaded."""
-    pending = wait_uploads(record, say) if wait and alive(record) else 0
+    pending = wait_uploads(record, say, give_up) if wait and alive(record) else 0
     _stop_process(record)
     _forget(record, keep_log=pending > 0)
     return pending
