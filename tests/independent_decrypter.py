@@ -901,6 +901,8 @@ def open_vault(backing: str | os.PathLike[str], password: str | None = None,
     if (password is None) == (recovery_key is None):
         raise ValueError("give exactly one of password and recovery_key")
     root = Path(backing)
+    if os.path.lexists(root / "vaultfs.rekey"):  # §15: a rekey in progress; neither key names the whole tree
+        raise DecryptError(f"{root}: a rekey is in progress (vaultfs.rekey); finish it before reading")
     mk = decode_recovery_key(recovery_key) if recovery_key is not None else None
     data = _read_config_file(root)
     if data is None:

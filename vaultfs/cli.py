@@ -317,6 +317,66 @@ def cmd_upgrade(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_rekey(args: argparse.Namespace) -> int:
+    from vaultfs.errors import PartialFailure, WrongPassword
+    from vaultfs.tools import rekey, rekeystate
+    from vaultfs.tools.progress import Progress
+
+    backing_dir = os.path.abspath(args.backing)
+    config = keyfile.load_config(backing_dir, rekeying=True)  # a missing or version-1 vault: before any prompt
+    with rekeystate.claimed(backing_dir) as root_fd:
+        current: list[str] = []
+
+        def unlock_current(password: str) -> VaultKeys:
+            try:
+                keys = keyfile.unwrap(config, password)
+            except WrongPassword:
+                if rekeystate.just_switched(root_fd):
+                    raise WrongPassword("a rekey of this vault has just finished: its new password (and the new "
+                                        "recovery key it showed) opens it now") from None
+                raise
+            current.append(password)  # compared with the new one below
+            return keys
+
+        old = unlock_with_retries(args.passfile, unlock_current, "Current password: ")
+        pending = rekeystate.load_pending(backing_dir)
+        if pending is not None:
+            print(f"vaultfs: finishing the interrupted rekey of {backing_dir}", file=sys.stderr)
+            new = unlock_with_retries(args.new_passfile, lambda p: rekeystate.open_pending(pending, p),
+                                      "New password (the one chosen when this rekey started): ")
+            total = rekeystate.check_space(root_fd, backing_dir)
+        else:
+            password = new_password(args, args.new_passfile, backing_dir)
+            if keyfile.normalize_password(password) == keyfile.normalize_password(current[-1]):
+                raise UsageError("the new password must differ from the current one (the new key's config lands "
+                                 "in the same synced folder: a password that leaked would hand it over too)")
+            rekeystate.check_readable(root_fd, old)
+            total = rekeystate.check_space(root_fd, backing_dir)
+            kdf = kdf_from_args(args)
+            rekeystate.remember_times(root_fd, overwrite=not rekeystate.start_interrupted(root_fd))
+            new, _ = rekeystate.start(backing_dir, password, kdf)
+
+        with Progress("rekey", total if sys.stderr.isatty() else None) as progress:
+            def show_key(report: rekey.RekeyReport) -> None:
+                progress.close(finished=True)
+                print(f"rekeyed {backing_dir}: {report.directories} directories, {report.files} files "
+                      f"({report.bytes_read} bytes read) and {report.specials} symlinks/FIFOs/sockets/devices "
+                      "re-encrypted under a new master key\n")
+                print("New recovery key (write it down and keep it somewhere safe, away from this computer):\n")
+                print(f"    {recovery.encode(new.master_key)}\n")
+                print("It replaces the old one: the old recovery key and the old password no longer open this "
+                      "vault.\nCopies of the folder made before now (a backup, the cloud's version history) still "
+                      "open with them.", flush=True)
+
+            report = rekey.rekey(root_fd, old, new, config.block_size, show_key, on_bytes=progress.add_bytes,
+                                 on_problem=progress.write, on_file=progress.add_file)
+    if report.left:
+        raise PartialFailure(f"{len(report.left)} backing entr{'y' if len(report.left) == 1 else 'ies'} were not "
+                             "vault entries of their directory (hidden before and after) and were left as they "
+                             "were: " + "; ".join(report.left[:5]))
+    return 0
+
+
 def cmd_mount(args: argparse.Namespace) -> int:
     from vaultfs.fuse import mount
     from vaultfs.remote import mounthook
@@ -507,6 +567,16 @@ def build_parser() -> argparse.ArgumentParser:
           "Convert a vault of format version 1 to version 2 in place: directory IDs bound to their place, "
           "symlinks and FIFOs stored as files, sparse-capable contents. Safe to interrupt and run again; "
           "the version in vaultfs.conf changes last.")
+
+    p = _verb(sub, "rekey", cmd_rekey, "re-encrypt the whole vault under a new master key and a new password",
+              "Create a new master key and re-encrypt every name, directory ID, file, special entry and extended "
+              "attribute under it, in place, one file at a time; then print the new recovery key. After it, "
+              "neither the old password nor the old recovery key (nor an old copy of vaultfs.conf) opens the "
+              "vault. Safe to interrupt: run it again with the same passwords and it finishes; until then the "
+              "vault does not open. Refused while the vault is mounted or a push, pull or sync runs.",
+              passfile="current password: " + PASSFILE_HELP)
+    p.add_argument("--new-passfile", metavar="FILE|-", help=NEW_PASSFILE_HELP)
+    _add_password_flags(p)
 
     p = _verb(sub, "mount", cmd_mount, "unlock the vault and mount its plaintext view",
               "Ask for the password (three tries on a terminal), mount BACKING at MOUNTPOINT and return "

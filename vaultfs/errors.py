@@ -174,6 +174,22 @@ class PasswordCommandFailed(VaultError):
     exit_code = 18
 
 
+class RekeyInProgress(VaultError):
+    """rekey in progress"""
+
+    exit_code = 29
+
+
+class NotEnoughSpace(VaultError):
+    """not enough free space"""
+
+    exit_code = 30
+
+
+class RekeyBlocked(ProblemsFound):
+    """the vault has damage a rekey cannot carry over"""
+
+
 class Interrupted(VaultError):
     """interrupted"""
 

@@ -19,13 +19,22 @@ import unicodedata
 from dataclasses import dataclass, field
 
 from vaultfs import backing, crypto
-from vaultfs.errors import ConfigDamaged, NeedsUpgrade, NotAVault, UnsupportedFormat, VaultIOError, WrongPassword
+from vaultfs.errors import (
+    ConfigDamaged,
+    NeedsUpgrade,
+    NotAVault,
+    RekeyInProgress,
+    UnsupportedFormat,
+    VaultIOError,
+    WrongPassword,
+)
 from vaultfs.format.keys import VaultKeys
 
 log = logging.getLogger(__name__)
 
 CONFIG_NAME = "vaultfs.conf"
 LEGACY_BACKUP_NAME = "vaultfs.conf.bak"  # older versions kept the previous config here: removed on write
+REKEY_NAME = "vaultfs.rekey"  # the new config while `vaultfs rekey` runs: every other reader refuses (format.md §15)
 FORMAT_NAME = "vaultfs"
 FORMAT_VERSION = 2
 UPGRADABLE_VERSION = 1  # read only by `vaultfs upgrade` (and `recover`, which keeps the version)
@@ -320,16 +329,24 @@ def config_path(backing_dir: str) -> str:
     return os.path.join(backing_dir, CONFIG_NAME)
 
 
-def check_backing_dir(backing_dir: str) -> None:
+def check_backing_dir(backing_dir: str, rekeying: bool = False) -> None:
+    """A directory, and no rekey half done in it (only ``vaultfs rekey`` itself passes ``rekeying``).
+
+    While ``vaultfs.rekey`` exists the tree holds entries under two master keys; a reader
+    of either key alone would see part of it, and a writer could damage the rest.
+    """
     if not os.path.exists(backing_dir):
         raise NotAVault(f"{backing_dir} does not exist")
     if not os.path.isdir(backing_dir):
         raise NotAVault(f"{backing_dir} is not a directory")
+    if not rekeying and os.path.lexists(os.path.join(backing_dir, REKEY_NAME)):
+        raise RekeyInProgress(f"run `vaultfs rekey {backing_dir}` again, with the same current and new "
+                              "passwords, to finish it; until then the vault does not open")
 
 
-def load_config(backing_dir: str, allow_v1: bool = False) -> Config:
+def load_config(backing_dir: str, allow_v1: bool = False, rekeying: bool = False) -> Config:
     """Read and strictly parse the config (a FIFO, socket or directory in its place is damage)."""
-    check_backing_dir(backing_dir)
+    check_backing_dir(backing_dir, rekeying)
     path = config_path(backing_dir)
     try:
         raw = backing.read_bounded(path, MAX_CONFIG_BYTES)
