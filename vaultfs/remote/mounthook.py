@@ -1,8 +1,8 @@
 """What the mount lifecycle sees of remote mounts: three small hooks.
 
-- ``vaultfs mount REMOTE:PATH MOUNTPOINT`` (cli.cmd_mount): ``mount_remote`` brings
+- ``vaultfs mount REMOTE:PATH MOUNTPOINT`` (cli/mount_verbs.py cmd_mount): ``mount_remote`` brings
   rclone's mount up, then runs the ordinary mount on its directory.
-- ``vaultfs lock MOUNTPOINT`` (cli.cmd_lock): ``locking`` marks the lock in progress,
+- ``vaultfs lock MOUNTPOINT`` (cli/mount_verbs.py cmd_lock): ``locking`` marks the lock in progress,
   and once the vault is locked waits for rclone's uploads and stops it, on the user's
   terminal; exit 26 if the uploads stopped moving (they resume at the next mount).
 - the end of every vaultfs mount (fuse/mount.py ``finish``): ``after_unmount`` stops
