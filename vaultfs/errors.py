@@ -1,8 +1,8 @@
 """Error classes of vaultfs: each carries its one-line message and its exit code.
 
 The CLI has exactly one ``except VaultError`` (in ``cli.main``) that prints
-``vaultfs: <message>`` and exits with ``exit_code``; the README
-list the same numbers.  Filesystem-level failures inside an unlocked vault are
+``vaultfs: <message>`` and exits with ``exit_code``; the README's
+exit-code table lists the same numbers.  Filesystem-level failures inside an unlocked vault are
 plain ``OSError`` with an errno (see ``IntegrityError``), because that is what the
 FUSE layer and Python callers expect.
 """
