@@ -84,3 +84,27 @@ def test_a_tampered_xattr_value_is_eio(mounted_vault: Vault) -> None:
     assert info.value.errno == errno.EIO
     assert "extended attribute" in mounted_vault.logfile.read_text()
     mounted_vault.logfile.write_text("")  # the EIO was the point: keep the fixture's log check clean
+
+
+def test_names_outside_user_are_answered_by_the_shim_without_python(mounted_vault: Vault) -> None:
+    """The kernel's security.capability probe before each write(2) never reaches a Python handler."""
+    mnt = mounted_vault.mnt
+    fd = os.open(mnt / "journal", os.O_WRONLY | os.O_CREAT, 0o644)
+    try:
+        for _ in range(50):  # each write(2) probes security.capability first (FUSE has no SB_NOSEC)
+            os.write(fd, b"x" * 100)
+    finally:
+        os.close(fd)
+    for name in (b"security.capability", b"trusted.vaultfs", b"system.posix_acl_access"):
+        with pytest.raises(OSError) as info:
+            os.getxattr(mnt / "journal", name)
+        assert info.value.errno == errno.ENODATA, name
+    os.setxattr(mnt / "journal", COLOR, SECRET_VALUE)  # user.* still goes to the vault
+    assert os.getxattr(mnt / "journal", COLOR) == SECRET_VALUE
+    mounted_vault.lock()
+    served = [line for line in mounted_vault.logfile.read_text().splitlines() if "served " in line]
+    assert len(served) == 1, served
+    counts = dict((name, int(n)) for name, n in
+                  (part.rsplit(" ", 1) for part in served[0].split("(", 1)[1].rstrip(")").split(", ")))
+    assert counts["getxattr in the shim"] >= 50 + 3, served  # every probe, and the three reads above
+    assert counts.get("getxattr", 0) <= 2, served  # only the user.* read (and no probe) reached Python

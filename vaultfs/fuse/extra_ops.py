@@ -1,4 +1,5 @@
-"""FUSE operations that pyfuse3 lacks (fallocate), added by a small libfuse shim.
+"""FUSE operations that pyfuse3 lacks (fallocate), added by a small libfuse shim, which also
+answers getxattr for names outside ``user.*`` without calling into Python.
 
 pyfuse3 builds libfuse's operation table in its own C code, so an operation it does not
 implement is ENOSYS for good.  ``_lowlevel_extra`` (built from lowlevel_extra.c, which
@@ -91,7 +92,17 @@ def bind(operations: Any) -> bool:
     callback = _FALLOCATE(fallocate)
     _bound.append(callback)
     _lib.vaultfs_extra_set_fallocate(callback)
+    # ops_xattrs.getxattr answers ENODATA for every name outside user.*: the shim does it in C
+    _lib.vaultfs_extra_set_getxattr_filter(1)
     return True
+
+
+def getxattr_answered() -> int:
+    """getxattr requests the shim answered itself (names outside user.*), since the process began."""
+    if _lib is None:
+        return 0
+    _lib.vaultfs_extra_getxattr_answered.restype = ctypes.c_ulonglong
+    return int(_lib.vaultfs_extra_getxattr_answered())
 
 
 def ops_added() -> int:

@@ -34,7 +34,7 @@ class XattrHandlers:
 
     @handler
     async def getxattr(self, inode: int, name: bytes, ctx: Any = None) -> bytes:
-        if not name.startswith(b"user."):  # the kernel asks for security.capability before every write
+        if not name.startswith(b"user."):  # security.capability before every write: the shim answers it in C
             raise pyfuse3.FUSEError(errno.ENODATA)
         directory, entry, key = await self._xattr_place(inode)
         return await self._run(self.vault.getxattr_at, directory, entry, name, key)

@@ -187,6 +187,8 @@ def serve(vault: Any, args: Any, mountpoint: str, on_ready: Any) -> None:
     finally:
         stop.set()
         pyfuse3.close(unmount=True)  # detaches the mount if a signal ended the loop
+        if answered := extra_ops.getxattr_answered():  # requests that never reached Python
+            ops.requests["getxattr in the shim"] = answered
         log.info("served %s", ops.request_summary())
         try:
             vault.close()
