@@ -18,7 +18,8 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from vaultfs import crypto, keyfile  # noqa: E402
+from vaultfs import crypto  # noqa: E402
+from vaultfs.format import keyfile  # noqa: E402
 from vaultfs.format.keyfile import TEST_KDF  # noqa: E402
 from vaultfs.vault import Vault, init_vault  # noqa: E402
 
