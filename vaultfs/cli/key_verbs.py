@@ -156,9 +156,9 @@ def cmd_rekey(args: argparse.Namespace) -> int:
         with Progress("rekey", total if sys.stderr.isatty() else None) as progress:
             def show_key(report: rekey.RekeyReport) -> None:
                 progress.close(finished=True)
-                print(f"rekeyed {backing_dir}: {report.directories} directories, {report.files} files "
-                      f"({report.bytes_read} bytes read) and {report.specials} symlinks/FIFOs/sockets/devices "
-                      "re-encrypted under a new master key\n")
+                print(f"rekeyed {backing_dir}: {_count(report.directories, 'directory', 'directories')}, "
+                      f"{_count(report.files, 'file', 'files')} ({report.bytes_read} bytes read) and "
+                      f"{report.specials} symlinks/FIFOs/sockets/devices re-encrypted under a new master key\n")
                 print("New recovery key (write it down and keep it somewhere safe, away from this computer):\n")
                 print(f"    {recovery.encode(new.master_key)}\n")
                 print("It replaces the old one: the old recovery key and the old password no longer open this "
@@ -172,3 +172,7 @@ def cmd_rekey(args: argparse.Namespace) -> int:
                              "vault entries of their directory (hidden before and after) and were left as they "
                              "were: " + "; ".join(report.left[:5]))
     return 0
+
+
+def _count(n: int, one: str, many: str) -> str:
+    return f"{n} {one if n == 1 else many}"
