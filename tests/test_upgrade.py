@@ -153,6 +153,21 @@ def test_upgrade_converts_everything_and_keeps_links_modes_and_times(vault: Path
             opened.close()
 
 
+@pytest.mark.skipif(os.geteuid() != 0, reason="only root can give files to other users")
+def test_a_rewritten_file_keeps_its_owner_and_set_id_bits(vault: Path) -> None:
+    keys, config = unlock_v1(vault)
+    msgstore = sw.backing_path(vault, keys_of(vault), "/chats/msgstore.db")
+    os.chown(msgstore, 1000, 1001)  # first: chown clears set-user-ID
+    os.chmod(msgstore, 0o6750)
+    upgrade.upgrade(str(vault), keys, config)
+    opened = Vault.unlock(str(vault), PASSWORD, read_only=True)
+    try:
+        attr = opened.getattr("/chats/msgstore.db")
+    finally:
+        opened.close()
+    assert (attr.st_mode & 0o7777, attr.st_uid, attr.st_gid) == (0o6750, 1000, 1001)
+
+
 def test_the_second_directory_id_stays_valid_only_where_it_is(vault: Path) -> None:
     keys, config = unlock_v1(vault)
     upgrade.upgrade(str(vault), keys, config)

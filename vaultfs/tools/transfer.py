@@ -76,6 +76,8 @@ def _set_times(path: str, attr: Attr) -> None:
 
 
 def _set_owner(path: str, attr: Attr) -> None:
+    """As root, the owner the vault holds. Before any chmod: chown clears set-user-ID and
+    set-group-ID of a file, so a mode set first would lose them."""
     if os.geteuid() == 0:
         os.chown(path, attr.st_uid, attr.st_gid, follow_symlinks=False)
 
@@ -172,6 +174,7 @@ def export(vault: Vault, dest: str, paths: list[str], force: bool, progress: Pro
                 result.failed.append((path, exc.strerror or "authentication failed"))
                 progress.write(f"vaultfs: FAILED {path}: {exc.strerror}; skipped")
                 return
+            _set_owner(target, attr)
             os.chmod(target, mode)
             _xattrs_out(vault, path, target)
             if attr.st_nlink > 1:
@@ -181,7 +184,8 @@ def export(vault: Vault, dest: str, paths: list[str], force: bool, progress: Pro
         else:
             result.skipped += 1
             return
-        _set_owner(target, attr)
+        if not stat.S_ISREG(attr.st_mode):  # a regular file's owner was set before its mode
+            _set_owner(target, attr)
         _set_times(target, attr)
 
     for top in paths or ["/"]:
@@ -195,8 +199,8 @@ def export(vault: Vault, dest: str, paths: list[str], force: bool, progress: Pro
                 export_one(path, child_attr)
     for path, target, attr in reversed(directories):  # children first: their creation touched the mtime
         _xattrs_out(vault, path, target)
-        os.chmod(target, stat.S_IMODE(attr.st_mode))
         _set_owner(target, attr)
+        os.chmod(target, stat.S_IMODE(attr.st_mode))
         _set_times(target, attr)
     return result
 
@@ -208,6 +212,21 @@ def _vault_attr(vault: Vault, path: str) -> Attr | None:
         return vault.getattr(path)
     except FileNotFoundError:
         return None
+
+
+def _owner_in(vault: Vault, path: str, st: os.stat_result) -> None:
+    """As root, the source's owner, as ``cp -a`` and tar keep it (another user's files stay
+    theirs); a user's import makes everything theirs anyway. chown clears set-user-ID and
+    set-group-ID, so the mode is put back after it. Checked on every run, so a run killed
+    between publishing a file and this is finished by the next."""
+    if os.geteuid() != 0:
+        return
+    attr = vault.getattr(path)
+    if (attr.st_uid, attr.st_gid) == (st.st_uid, st.st_gid):
+        return
+    vault.chown(path, st.st_uid, st.st_gid)
+    if not stat.S_ISLNK(st.st_mode):
+        vault.chmod(path, stat.S_IMODE(st.st_mode))
 
 
 def _copy_in(vault: Vault, source: str, path: str, st: os.stat_result, progress: Progress) -> int:
@@ -264,10 +283,12 @@ def import_tree(vault: Vault, source: str, into: str, progress: Progress) -> Tra
             elif stat.S_ISLNK(st.st_mode):
                 target = os.readlink(item.path)
                 if existing is not None and stat.S_ISLNK(existing.st_mode) and vault.readlink(path) == target:
+                    _owner_in(vault, path, st)
                     continue
                 if existing is not None:
                     vault.unlink(path)
                 vault.symlink(target, path)
+                _owner_in(vault, path, st)
                 vault.utime(path, st.st_atime_ns, st.st_mtime_ns)
             elif stat.S_ISREG(st.st_mode):
                 key = (st.st_dev, st.st_ino)
@@ -283,17 +304,20 @@ def import_tree(vault: Vault, source: str, into: str, progress: Progress) -> Tra
                     result.bytes += _copy_in(vault, item.path, path, st, progress)
                     _xattrs_in(item.path, vault, path)
                     result.files += 1
+                _owner_in(vault, path, st)
                 if st.st_nlink > 1:
                     links.setdefault(key, path)
                 progress.add_file()
             elif stat.S_IFMT(st.st_mode) in (stat.S_IFIFO, stat.S_IFSOCK, stat.S_IFCHR, stat.S_IFBLK):
                 if existing is None:  # stored as a special entry: a regular file in the backing dir
                     vault.mknod(path, st.st_mode, st.st_rdev)
-                    vault.utime(path, st.st_atime_ns, st.st_mtime_ns)
+                _owner_in(vault, path, st)
+                vault.utime(path, st.st_atime_ns, st.st_mtime_ns)
             else:
                 result.failed.append((path, "unknown file type: not imported"))
     for path, source_path, st in reversed(directories):
         _xattrs_in(source_path, vault, path)
+        _owner_in(vault, path, st)
         vault.chmod(path, stat.S_IMODE(st.st_mode))
         vault.utime(path, st.st_atime_ns, st.st_mtime_ns)
     return result

@@ -283,9 +283,9 @@ class Upgrader:
             yield fd
             if xattrs_from is not None:
                 copy_user_xattrs(xattrs_from, fd)
-            os.fchmod(fd, mode)
             with contextlib.suppress(PermissionError):  # not root: the files are the user's own anyway
                 os.fchown(fd, st.st_uid, st.st_gid)
+            os.fchmod(fd, mode)  # after chown, which clears set-user-ID and set-group-ID
             os.fsync(fd)
             os.utime(fd, ns=(st.st_atime_ns, st.st_mtime_ns))
             ok = True
