@@ -95,7 +95,8 @@ def cmd_passwd(args: argparse.Namespace) -> int:
     keyfile.write_config(backing_dir, keyfile.new_config(keys, new, kdf_from_args(args)))
     print(f"Password changed for {backing_dir}. No file was re-encrypted; no copy of the old config was kept.")
     print("Anyone who already copied the old vaultfs.conf (a cloud's version history) can still open the vault\n"
-          "with the old password: the master key is unchanged (see README, \"Changing the password\").")
+          "with the old password: the master key is unchanged. `vaultfs rekey` gives the vault a new one\n"
+          "(see README, \"Changing the password\").")
     return 0
 
 
