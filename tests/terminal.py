@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import pty
 import select
+import subprocess
 import time
 from collections.abc import Sequence
 
@@ -47,3 +48,30 @@ def on_terminal(program: str, args: Sequence[str], env: dict[str, str],
         _, status = os.waitpid(pid, 0)
         os.close(fd)
     return os.waitstatus_to_exitcode(status), output.decode("utf-8", "replace")
+
+
+def shown_on_terminal(args: Sequence[str], env: dict[str, str], *, stdout_piped: bool = False,
+                      timeout: float = 60) -> tuple[int, bytes, bytes]:
+    """Run ``args`` with stdin from /dev/null and stderr (and stdout, unless ``stdout_piped``)
+    on a fresh pty, which is not its controlling terminal: what a progress bar sees.
+
+    Returns (exit status, stdout if piped else b"", everything the terminal showed).
+    """
+    controller, terminal = pty.openpty()
+    try:
+        process = subprocess.Popen(list(args), env=env, stdin=subprocess.DEVNULL,
+                                   stdout=subprocess.PIPE if stdout_piped else terminal, stderr=terminal)
+        os.close(terminal)
+        shown = b""
+        while True:
+            try:
+                chunk = os.read(controller, 65536)
+            except OSError:  # EIO once the child has closed the terminal
+                break
+            if not chunk:
+                break
+            shown += chunk
+        stdout, _ = process.communicate(timeout=timeout)
+    finally:
+        os.close(controller)
+    return process.returncode, stdout or b"", shown

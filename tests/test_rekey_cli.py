@@ -20,6 +20,7 @@ from tests import rekey_tree
 from tests.conftest import REPO, VAULTFS_BIN, WEAK_KDF, cli_env, run_cli, write_file, write_passfile
 from tests.mounting import PASSWORD as MOUNT_PASSWORD
 from tests.mounting import Vault as MountVault
+from tests.terminal import shown_on_terminal
 from tests.test_rekey_crash import rekey_until
 from vaultfs.format import keyfile
 from vaultfs.format.keyfile import TEST_KDF
@@ -240,25 +241,10 @@ def test_backing_given_through_a_symlink(vault: Path, passfiles: tuple[Path, Pat
 
 
 def test_a_progress_bar_on_a_terminal(vault: Path, passfiles: tuple[Path, Path]) -> None:
-    master, slave = os.openpty()
-    try:
-        process = subprocess.Popen([VAULTFS_BIN, "rekey", str(vault), "--passfile", str(passfiles[0]),
-                                    "--new-passfile", str(passfiles[1]), *WEAK_KDF],
-                                   env=cli_env(), stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=slave)
-        os.close(slave)
-        shown = b""
-        while True:
-            try:
-                chunk = os.read(master, 4096)
-            except OSError:  # EIO once the child has closed the terminal
-                break
-            if not chunk:
-                break
-            shown += chunk
-        stdout, _ = process.communicate(timeout=120)
-    finally:
-        os.close(master)
-    assert process.returncode == 0 and b"New recovery key" in stdout
+    returncode, stdout, shown = shown_on_terminal(
+        [VAULTFS_BIN, "rekey", str(vault), "--passfile", str(passfiles[0]), "--new-passfile", str(passfiles[1]),
+         *WEAK_KDF], cli_env(), stdout_piped=True, timeout=120)
+    assert returncode == 0 and b"New recovery key" in stdout
     assert b"rekey:" in shown and b"100%" in shown, shown[-300:]
 
 

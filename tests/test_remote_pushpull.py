@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import os
-import pty
 import subprocess
 import time
 from collections.abc import Callable
@@ -15,6 +13,7 @@ from tests.conftest import VaultDir
 from tests.mounting import track_mountpoint
 from tests.rclone_servers import VAULTFS_BIN, cloud, sftp_keys  # noqa: F401 - fixtures
 from tests.remote_helpers import edit, leaks, make_vault, read, rewrite_in_place, same_tree
+from tests.terminal import shown_on_terminal
 
 pytestmark = pytest.mark.remote
 
@@ -216,22 +215,10 @@ def test_a_pull_killed_midway_leaves_no_partial_file_and_run_again_completes(clo
 def test_progress_on_a_terminal_only(cloud, tmp_path: Path) -> None:  # noqa: F811
     one = make_vault(tmp_path / "one", media=30)
     cloud.server("dav")
-    controller, terminal = pty.openpty()
-    process = subprocess.Popen([VAULTFS_BIN, "push", str(one.path), "dav:chat"], stdin=terminal, stdout=terminal,
-                               stderr=terminal, env={**cloud.env(), "RCLONE_BWLIMIT": "400k"})
-    os.close(terminal)
-    output = b""
-    while True:
-        try:
-            chunk = os.read(controller, 65536)
-        except OSError:
-            break
-        if not chunk:
-            break
-        output += chunk
-    assert process.wait(60) == 0
-    os.close(controller)
-    text = output.decode("utf-8", "replace")
+    returncode, _, shown = shown_on_terminal([VAULTFS_BIN, "push", str(one.path), "dav:chat"],
+                                             {**cloud.env(), "RCLONE_BWLIMIT": "400k"})
+    assert returncode == 0
+    text = shown.decode("utf-8", "replace")
     assert "push:" in text and "B/s" in text and "files" in text, text
     piped = cloud.vaultfs("pull", "dav:chat", str(tmp_path / "two"))
     assert "B/s" not in piped.stderr + piped.stdout

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import filecmp
 import os
-import pty
 import signal
 import subprocess
 import time
@@ -13,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import VAULTFS_BIN, VaultDir, cli_env, read_file, run_cli, without_test_kdf_warning, write_file
+from tests.terminal import shown_on_terminal
 
 
 def make_tree(root: Path, big_files: int = 3, size: int = 300_000) -> Path:
@@ -130,32 +130,15 @@ def test_import_killed_midway_resumes_to_the_identical_result(tmp_path: Path, va
     vault.close()
 
 
-def run_on_pty(args: list[str]) -> str:
-    controller, terminal = pty.openpty()
-    process = subprocess.Popen(args, stdin=terminal, stdout=terminal, stderr=terminal, env=cli_env(),
-                               close_fds=True)
-    os.close(terminal)
-    output = b""
-    while True:
-        try:
-            chunk = os.read(controller, 65536)
-        except OSError:
-            break
-        if not chunk:
-            break
-        output += chunk
-    process.wait(timeout=60)
-    os.close(controller)
-    return output.decode("utf-8", "replace")
-
-
 @pytest.mark.parametrize("verb", ["import", "export", "fsck"])
 def test_progress_bars_on_a_tty_only(tmp_path: Path, vault_dir: VaultDir, verb: str) -> None:
     source = make_tree(tmp_path / "src", big_files=5, size=1_000_000)
     if verb != "import":
         assert cli(vault_dir, "import", str(source)).returncode == 0
     extra = {"import": [str(source)], "export": [str(tmp_path / "out")], "fsck": []}[verb]
-    on_tty = run_on_pty([VAULTFS_BIN, verb, str(vault_dir.path), *extra, "--passfile", str(vault_dir.passfile)])
+    _, _, shown = shown_on_terminal([VAULTFS_BIN, verb, str(vault_dir.path), *extra, "--passfile",
+                                     str(vault_dir.passfile)], cli_env())
+    on_tty = shown.decode("utf-8", "replace")
     assert f"{verb}:" in on_tty and "B/s" in on_tty, on_tty
     if verb == "export":
         extra = [str(tmp_path / "out2")]

@@ -23,6 +23,7 @@ from tests import format_walk
 from tests import independent_decrypter as idec
 from tests import spec_writer as sw
 from tests.conftest import VAULTFS_BIN, cli_env, run_cli, write_passfile
+from tests.terminal import shown_on_terminal
 from vaultfs import backing
 from vaultfs.errors import UsageError
 from vaultfs.format import contentcheck, keyfile
@@ -339,22 +340,7 @@ def test_extended_attributes_of_a_rewritten_file_are_kept(vault: Path) -> None:
 
 def test_a_progress_bar_on_a_terminal(vault: Path, tmp_path: Path) -> None:
     passfile = write_passfile(tmp_path / "pw", PASSWORD)
-    master, slave = os.openpty()
-    try:
-        process = subprocess.Popen([VAULTFS_BIN, "upgrade", str(vault), "--passfile", str(passfile)],
-                                   env=cli_env(), stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=slave)
-        os.close(slave)
-        shown = b""
-        while True:
-            try:
-                chunk = os.read(master, 4096)
-            except OSError:  # EIO once the child has closed the terminal
-                break
-            if not chunk:
-                break
-            shown += chunk
-        stdout, _ = process.communicate(timeout=60)
-    finally:
-        os.close(master)
-    assert process.returncode == 0 and b"upgraded" in stdout
+    returncode, stdout, shown = shown_on_terminal([VAULTFS_BIN, "upgrade", str(vault), "--passfile", str(passfile)],
+                                                  cli_env(), stdout_piped=True)
+    assert returncode == 0 and b"upgraded" in stdout
     assert b"upgrade:" in shown and b"100%" in shown, shown[-300:]
