@@ -2,15 +2,12 @@
 
 from __future__ import annotations
 
-import os
-import pty
-import select
-import time
 from pathlib import Path
 
 import pytest
 
 from tests.conftest import VAULTFS_BIN, VaultDir, cli_env, run_cli, write_passfile
+from tests.terminal import on_terminal
 
 VERBS_AND_MISSING = {
     "init": [],
@@ -91,28 +88,7 @@ def test_bad_password_files(vault_dir: VaultDir, tmp_path: Path) -> None:
 
 def run_on_terminal(args: list[str], answer: bytes, prompt: bytes) -> tuple[int, str]:
     """Run the CLI with a pty as its controlling terminal; type ``answer`` at ``prompt``."""
-    pid, fd = pty.fork()
-    if pid == 0:  # the child: exec the real CLI
-        os.execve(VAULTFS_BIN, [VAULTFS_BIN, *args], cli_env())
-    output = b""
-    deadline = time.monotonic() + 30
-    sent = False
-    while time.monotonic() < deadline:
-        ready, _, _ = select.select([fd], [], [], 0.2)
-        if ready:
-            try:
-                chunk = os.read(fd, 4096)
-            except OSError:
-                break
-            if not chunk:
-                break
-            output += chunk
-        if not sent and prompt in output:
-            os.write(fd, answer)
-            sent = True
-    _, status = os.waitpid(pid, 0)
-    os.close(fd)
-    return os.waitstatus_to_exitcode(status), output.decode("utf-8", "replace")
+    return on_terminal(VAULTFS_BIN, args, cli_env(), [(prompt, answer)], timeout=30)
 
 
 def test_ctrl_c_at_the_password_prompt(vault_dir: VaultDir) -> None:

@@ -5,15 +5,12 @@ Through the real CLI with --passfile, and at a real terminal (a pty) for the pro
 
 from __future__ import annotations
 
-import os
-import pty
-import select
-import time
 from pathlib import Path
 
 import pytest
 
 from tests.conftest import VAULTFS_BIN, WEAK_KDF, VaultDir, cli_env, run_cli, write_passfile
+from tests.terminal import on_terminal
 from vaultfs.format import keyfile, recovery
 from vaultfs.vault import Vault
 
@@ -64,28 +61,7 @@ def test_passwd_and_recover_refuse_a_very_weak_new_password(vault_dir: VaultDir,
 
 def converse(args: list[str], script: list[tuple[bytes, bytes]], timeout: float = 30) -> tuple[int, str]:
     """Run the CLI on a pty; answer each (prompt, reply) in order; return exit code and everything shown."""
-    pid, fd = pty.fork()
-    if pid == 0:
-        os.execve(VAULTFS_BIN, [VAULTFS_BIN, *args], cli_env())
-    output = b""
-    step = 0
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        ready, _, _ = select.select([fd], [], [], 0.2)
-        if ready:
-            try:
-                chunk = os.read(fd, 4096)
-            except OSError:
-                break
-            if not chunk:
-                break
-            output += chunk
-        if step < len(script) and output.count(script[step][0]) > sum(p == script[step][0] for p, _ in script[:step]):
-            os.write(fd, script[step][1])
-            step += 1
-    _, status = os.waitpid(pid, 0)
-    os.close(fd)
-    return os.waitstatus_to_exitcode(status), output.decode("utf-8", "replace")
+    return on_terminal(VAULTFS_BIN, args, cli_env(), script, timeout)
 
 
 def test_the_prompt_shows_the_estimate_before_the_repeat(tmp_path: Path) -> None:
