@@ -12,12 +12,11 @@ import os
 import signal
 import subprocess
 import time
-from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
-from tests import rekey_tree
+from tests import crash_points, rekey_tree
 from tests.conftest import VAULTFS_BIN, WEAK_KDF, cli_env, run_cli, write_file, write_passfile
 from vaultfs import backing, cli
 from vaultfs.errors import RekeyInProgress
@@ -51,36 +50,13 @@ def argv(backing_dir: Path, passfiles: tuple[Path, Path]) -> list[str]:
 
 def rekey_until(backing_dir: Path, passfiles: tuple[Path, Path], stop_at: int | None) -> int:
     """Rekey in a child that dies before its mutation number ``stop_at``; return how many it made (-1: died)."""
-    read_end, write_end = os.pipe()
-    pid = os.fork()
-    if pid == 0:
-        os.close(read_end)
-        count = [0]
-
-        def wrap(real: Callable) -> Callable:
-            def call(*args, **kwargs):
-                if stop_at is not None and count[0] == stop_at:
-                    os._exit(0)
-                count[0] += 1
-                return real(*args, **kwargs)
-            return call
-
-        with pytest.MonkeyPatch.context() as patch:
-            for name in MUTATIONS:
-                patch.setattr(os, name, wrap(getattr(os, name)))
-            patch.setattr(backing, "pwrite_all", wrap(backing.pwrite_all))
-            code = cli.main(argv(backing_dir, passfiles))
-        os.write(write_end, f"{count[0]} {code}".encode())
-        os._exit(0)
-    os.close(write_end)
-    with os.fdopen(read_end) as pipe:
-        told = pipe.read()
-    os.waitpid(pid, 0)
-    if not told:
+    done = crash_points.run_until(lambda: cli.main(argv(backing_dir, passfiles)),
+                                  [(os, name) for name in MUTATIONS] + [(backing, "pwrite_all")], stop_at)
+    if done is None:
         return -1
-    made, code = map(int, told.split())
+    calls, code = done
     assert code == 0, f"the uninterrupted run failed with exit {code}"
-    return made
+    return len(calls)
 
 
 def unlock(backing_dir: Path, password: str) -> VaultKeys:

@@ -16,6 +16,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from tests import crash_points
 from vaultfs import backing
 from vaultfs.errors import IntegrityError
 from vaultfs.format import blocks, contentcheck, holes
@@ -306,22 +307,8 @@ def test_punch_hole_frees_blocks_reads_zeros_and_keeps_the_size(path: Path) -> N
 
 # ---------------------------------------------------------------- a kill at every write
 
-def _counting(monkeypatch: pytest.MonkeyPatch, stop_at: int | None) -> list[str]:
-    """Count (and at ``stop_at`` die like kill -9 before) the writes an operation makes."""
-    calls: list[str] = []
-
-    def wrap(name: str, real: Callable) -> Callable:
-        def call(*args, **kwargs):
-            if stop_at is not None and len(calls) == stop_at:
-                os._exit(0)
-            calls.append(name)
-            return real(*args, **kwargs)
-        return call
-
-    monkeypatch.setattr(backing, "pwrite_all", wrap("pwrite", backing.pwrite_all))
-    monkeypatch.setattr(holes, "punch", wrap("punch", holes.punch))
-    monkeypatch.setattr(os, "ftruncate", wrap("ftruncate", os.ftruncate))
-    return calls
+# what an operation on one file writes with
+WRITES = ((backing, "pwrite_all"), (holes, "punch"), (os, "ftruncate"))
 
 
 OPERATIONS: dict[str, Callable[[EncryptedFile], None]] = {
@@ -338,21 +325,8 @@ OPERATIONS: dict[str, Callable[[EncryptedFile], None]] = {
 
 def _run_killed(path: Path, operation: Callable[[EncryptedFile], None], stop_at: int | None) -> list[str]:
     """Run ``operation`` in a child that dies at write number ``stop_at``; return the writes it made."""
-    read_end, write_end = os.pipe()
-    pid = os.fork()
-    if pid == 0:  # the child: no pytest machinery from here on
-        os.close(read_end)
-        with pytest.MonkeyPatch.context() as patch:
-            calls = _counting(patch, stop_at)
-            content = reopen(path)
-            operation(content)
-        os.write(write_end, ",".join(calls).encode())
-        os._exit(0)
-    os.close(write_end)
-    with os.fdopen(read_end) as pipe:
-        written = pipe.read()
-    os.waitpid(pid, 0)
-    return written.split(",") if written else []
+    done = crash_points.run_until(lambda: operation(reopen(path)), WRITES, stop_at)
+    return done[0] if done else []
 
 
 def _repair(path: Path) -> contentcheck.FileCheck:

@@ -14,12 +14,11 @@ import signal
 import stat
 import subprocess
 import time
-from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
-from tests import format_walk
+from tests import crash_points, format_walk
 from tests import independent_decrypter as idec
 from tests import spec_writer as sw
 from tests.conftest import VAULTFS_BIN, cli_env, run_cli, write_passfile
@@ -257,33 +256,12 @@ MUTATIONS = ("rename", "unlink", "link", "utime", "fchmod", "ftruncate")
 
 def _upgrade_until(backing_dir: Path, stop_at: int | None) -> int:
     """Upgrade in a child that dies (like kill -9) before its mutation number ``stop_at``; return how many it made."""
-    read_end, write_end = os.pipe()
-    pid = os.fork()
-    if pid == 0:
-        os.close(read_end)
-        count = [0]
+    def work() -> None:
+        keys, config = unlock_v1(backing_dir)
+        upgrade.upgrade(str(backing_dir), keys, config)
 
-        def wrap(real: Callable) -> Callable:
-            def call(*args, **kwargs):
-                if stop_at is not None and count[0] == stop_at:
-                    os._exit(0)
-                count[0] += 1
-                return real(*args, **kwargs)
-            return call
-
-        with pytest.MonkeyPatch.context() as patch:
-            for name in MUTATIONS:
-                patch.setattr(os, name, wrap(getattr(os, name)))
-            patch.setattr(backing, "pwrite_all", wrap(backing.pwrite_all))
-            keys, config = unlock_v1(backing_dir)
-            upgrade.upgrade(str(backing_dir), keys, config)
-        os.write(write_end, str(count[0]).encode())
-        os._exit(0)
-    os.close(write_end)
-    with os.fdopen(read_end) as pipe:
-        made = pipe.read()
-    os.waitpid(pid, 0)
-    return int(made) if made else -1
+    done = crash_points.run_until(work, [(os, name) for name in MUTATIONS] + [(backing, "pwrite_all")], stop_at)
+    return len(done[0]) if done else -1
 
 
 def test_a_kill_at_any_step_and_a_rerun_give_the_same_vault(v1_vault: Path, tmp_path: Path) -> None:
