@@ -13,6 +13,7 @@ import ctypes.util
 import errno
 import os
 import stat
+from collections.abc import Iterator
 
 RENAME_NOREPLACE = 1
 RENAME_EXCHANGE = 2
@@ -273,6 +274,33 @@ def replace_file_at(dir_fd: int, name: str, data: bytes, mode: int = 0o600) -> N
     tmp = TEMP_PREFIX + os.urandom(8).hex()  # reserved: hidden, and removed by fsck --repair if left behind
     write_new_file_at(dir_fd, tmp, data, mode)
     os.rename(tmp, name, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
+
+
+@contextlib.contextmanager
+def rewritten_at(dir_fd: int, name: str, st: os.stat_result, mode: int) -> Iterator[int]:
+    """A fresh file ``name`` in ``dir_fd`` (one left by an earlier run is removed) for the
+    caller to fill: the rewrite of one file by the tools that convert a vault file by file
+    (upgrade, rekey).  When the block ends, the file takes ``st``'s owner (where the process
+    may give it), then ``mode`` (after chown, which clears set-user-ID and set-group-ID),
+    is fsynced, then takes ``st``'s times; if the block fails, the file is removed.
+    """
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(name, dir_fd=dir_fd)
+    fd = os.open(name, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600, dir_fd=dir_fd)
+    ok = False
+    try:
+        yield fd
+        with contextlib.suppress(PermissionError):  # not root: the files are the user's own anyway
+            os.fchown(fd, st.st_uid, st.st_gid)
+        os.fchmod(fd, mode)
+        os.fsync(fd)
+        os.utime(fd, ns=(st.st_atime_ns, st.st_mtime_ns))
+        ok = True
+    finally:
+        os.close(fd)
+        if not ok:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(name, dir_fd=dir_fd)
 
 
 _AT_SYMLINK_NOFOLLOW = 0x100

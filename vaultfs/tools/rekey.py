@@ -297,24 +297,9 @@ class Rekeyer:
 
     def _staged(self, dir_fd: int, name: str, src: int, st: os.stat_result, label: str) -> None:
         """The new file under ``name``: contents and attributes re-encrypted, owner, mode and times as before."""
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(name, dir_fd=dir_fd)
-        out = os.open(name, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600, dir_fd=dir_fd)
-        ok = False
-        try:
+        with backing.rewritten_at(dir_fd, name, st, stat.S_IMODE(st.st_mode)) as out:
             result = reencrypt(src, out, self.old_key, self.new_key, self.block_size, self._count)
             failed = copy_xattrs(src, out, self.old_xattrs, self.new_xattrs)
-            with contextlib.suppress(PermissionError):  # not root: the files are the user's own anyway
-                os.fchown(out, st.st_uid, st.st_gid)
-            os.fchmod(out, stat.S_IMODE(st.st_mode))  # after chown, which clears set-user-ID bits
-            os.fsync(out)
-            os.utime(out, ns=(st.st_atime_ns, st.st_mtime_ns))
-            ok = True
-        finally:
-            os.close(out)
-            if not ok:
-                with contextlib.suppress(FileNotFoundError):
-                    os.unlink(name, dir_fd=dir_fd)
         if result.damaged:
             self._problem(self.report.damaged, f"{label}: {result.describe()}")
         if failed:

@@ -32,6 +32,7 @@ import stat
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from vaultfs import backing
 from vaultfs.entries import join_path
 from vaultfs.errors import IntegrityError, UsageError
 from vaultfs.format import convert, keyfile, listing, specials
@@ -275,25 +276,10 @@ class Upgrader:
         """A new file ``name`` in ``dir_fd``; on success it carries ``st``'s owner and times (and the
         ``user.*`` extended attributes of ``xattrs_from``, encrypted values that do not depend on the
         inode) and is fsynced."""
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(name, dir_fd=dir_fd)
-        fd = os.open(name, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600, dir_fd=dir_fd)
-        ok = False
-        try:
+        with backing.rewritten_at(dir_fd, name, st, mode) as fd:
             yield fd
             if xattrs_from is not None:
                 copy_user_xattrs(xattrs_from, fd)
-            with contextlib.suppress(PermissionError):  # not root: the files are the user's own anyway
-                os.fchown(fd, st.st_uid, st.st_gid)
-            os.fchmod(fd, mode)  # after chown, which clears set-user-ID and set-group-ID
-            os.fsync(fd)
-            os.utime(fd, ns=(st.st_atime_ns, st.st_mtime_ns))
-            ok = True
-        finally:
-            os.close(fd)
-            if not ok:
-                with contextlib.suppress(FileNotFoundError):
-                    os.unlink(name, dir_fd=dir_fd)
 
     def _link_shared(self, dir_fd: int, shared: str, old_name: str, new_name: str, st: os.stat_result) -> None:
         """Give the shared new inode the name ``new_name``, replacing ``old_name``; drop it after the last one."""
