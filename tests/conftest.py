@@ -103,10 +103,12 @@ def backing_files(root: Path) -> list[Path]:
 # Helpers live in tests/mounting.py; every fixture here unmounts in a finally.
 import uuid as _uuid  # noqa: E402
 
+from tests.mounting import WEAK_KDF as _WEAK_KDF  # noqa: E402
 from tests.mounting import Vault as _MountVault  # noqa: E402
 from tests.mounting import force_unmount as _force_unmount  # noqa: E402
 from tests.mounting import mounted as _mounted  # noqa: E402
 from tests.mounting import release_seals as _release_seals  # noqa: E402
+from tests.mounting import vaultfs as _vaultfs  # noqa: E402
 from tests.mounting import vaultfs_mounts as _vaultfs_mounts  # noqa: E402
 
 
@@ -157,6 +159,24 @@ def mounted_vault(new_vault):
     """A fresh vault of its own, mounted for one test; always unmounted afterwards."""
     with _mounted(new_vault):
         yield new_vault
+
+
+@pytest.fixture
+def small_vault(tmp_path: Path) -> Iterator[_MountVault]:
+    """A vault whose backing directory lives on a 24 MiB tmpfs: the full-disk tests fill it."""
+    disk = tmp_path / "disk"
+    disk.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=24m", "tmpfs", str(disk)], check=True)
+    try:
+        root = tmp_path / "v"
+        root.mkdir()
+        vault = _MountVault(disk / "cloud", root / "mnt", root / "pass", root / "daemon.log")
+        vault.passfile.write_text("small disk password\n")
+        vault.mnt.mkdir()
+        _vaultfs("init", str(vault.backing), "--passfile", str(vault.passfile), *_WEAK_KDF)
+        yield vault
+    finally:
+        subprocess.run(["umount", "-l", str(disk)], check=False)
 
 
 @pytest.fixture

@@ -22,7 +22,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import VaultDir, read_file, write_file
-from tests.mounting import WEAK_KDF, Vault, backing_path, mounted, vaultfs
+from tests.mounting import Vault, backing_path, mounted
 from vaultfs import backing
 from vaultfs.format import blocks
 from vaultfs.fuse import extra_ops
@@ -327,24 +327,6 @@ def test_punch_hole_makes_a_range_read_as_zeros_and_frees_the_backing_blocks(mou
 
 
 # ---------------------------------------------------------------- a full backing filesystem
-
-
-@pytest.fixture
-def small_vault(tmp_path: Path) -> Iterator[Vault]:
-    """A vault whose backing directory lives on a 24 MiB tmpfs (as test_reliability_fulldisk's)."""
-    disk = tmp_path / "disk"
-    disk.mkdir()
-    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=24m", "tmpfs", str(disk)], check=True)
-    try:
-        root = tmp_path / "v"
-        root.mkdir()
-        vault = Vault(disk / "cloud", root / "mnt", root / "pass", root / "daemon.log")
-        vault.passfile.write_text("small disk password\n")
-        vault.mnt.mkdir()
-        vaultfs("init", str(vault.backing), "--passfile", str(vault.passfile), *WEAK_KDF)
-        yield vault
-    finally:
-        subprocess.run(["umount", "-l", str(disk)], check=False)
 
 
 @pytest.mark.mount

@@ -4,36 +4,16 @@ from __future__ import annotations
 
 import errno
 import os
-import subprocess
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from tests.mounting import WEAK_KDF, Vault, mounted, vaultfs
+from tests.mounting import Vault, mounted
 from tests.reliability import daemon_pid
 from tests.test_reliability_crash import fsck_problem_paths
 from vaultfs.fuse import state as mountstate
 
 pytestmark = pytest.mark.slow
-
-
-@pytest.fixture
-def small_vault(tmp_path: Path) -> Iterator[Vault]:
-    """A vault whose backing directory lives on a 24 MiB tmpfs."""
-    disk = tmp_path / "disk"
-    disk.mkdir()
-    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=24m", "tmpfs", str(disk)], check=True)
-    try:
-        root = tmp_path / "v"
-        root.mkdir()
-        vault = Vault(disk / "cloud", root / "mnt", root / "pass", root / "daemon.log")
-        vault.passfile.write_text("small disk password\n")
-        vault.mnt.mkdir()
-        vaultfs("init", str(vault.backing), "--passfile", str(vault.passfile), *WEAK_KDF)
-        yield vault
-    finally:
-        subprocess.run(["umount", "-l", str(disk)], check=False)
 
 
 def fill(path: Path, chunk: int) -> int:
