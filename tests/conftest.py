@@ -162,21 +162,27 @@ def mounted_vault(new_vault):
 
 
 @pytest.fixture
-def small_vault(tmp_path: Path) -> Iterator[_MountVault]:
-    """A vault whose backing directory lives on a 24 MiB tmpfs: the full-disk tests fill it."""
+def small_disk(tmp_path: Path) -> Iterator[Path]:
+    """A 24 MiB tmpfs, for the tests that fill a disk; unmounted afterwards."""
     disk = tmp_path / "disk"
     disk.mkdir()
     subprocess.run(["mount", "-t", "tmpfs", "-o", "size=24m", "tmpfs", str(disk)], check=True)
     try:
-        root = tmp_path / "v"
-        root.mkdir()
-        vault = _MountVault(disk / "cloud", root / "mnt", root / "pass", root / "daemon.log")
-        vault.passfile.write_text("small disk password\n")
-        vault.mnt.mkdir()
-        _vaultfs("init", str(vault.backing), "--passfile", str(vault.passfile), *_WEAK_KDF)
-        yield vault
+        yield disk
     finally:
         subprocess.run(["umount", "-l", str(disk)], check=False)
+
+
+@pytest.fixture
+def small_vault(small_disk: Path, tmp_path: Path) -> _MountVault:
+    """A vault whose backing directory lives on ``small_disk``: the full-disk tests fill it."""
+    root = tmp_path / "v"
+    root.mkdir()
+    vault = _MountVault(small_disk / "cloud", root / "mnt", root / "pass", root / "daemon.log")
+    vault.passfile.write_text("small disk password\n")
+    vault.mnt.mkdir()
+    _vaultfs("init", str(vault.backing), "--passfile", str(vault.passfile), *_WEAK_KDF)
+    return vault
 
 
 @pytest.fixture

@@ -129,76 +129,64 @@ def test_a_directory_whose_names_cannot_be_read_blocks_it_before_any_change(
     assert "fsck --repair" in result.stderr and state(vault) == before
 
 
-def test_not_enough_free_space_is_refused_before_any_change(tmp_path: Path, passfiles: tuple[Path, Path]) -> None:
-    disk = tmp_path / "disk"
-    disk.mkdir()
-    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=24m", "tmpfs", str(disk)], check=True)
+def test_not_enough_free_space_is_refused_before_any_change(small_disk: Path, passfiles: tuple[Path, Path]) -> None:
+    vault = small_disk / "vault"
+    init_vault(str(vault), OLD, TEST_KDF)
+    opened = Vault.unlock(str(vault), OLD)
     try:
-        vault = disk / "vault"
-        init_vault(str(vault), OLD, TEST_KDF)
-        opened = Vault.unlock(str(vault), OLD)
-        try:
-            write_file(opened, "/big", os.urandom(13 << 20))
-        finally:
-            opened.close()
-        before = state(vault)
-        result = rekey(vault, passfiles)
-        assert result.returncode == 30 and "not enough free space" in result.stderr, result.stderr
-        assert "Nothing was changed" in result.stderr and state(vault) == before
-        opened = Vault.unlock(str(vault), OLD)
-        try:
-            opened.truncate("/big", 6 << 20)  # now it fits once more
-        finally:
-            opened.close()
-        assert rekey(vault, passfiles).returncode == 0
-        assert Vault.unlock(str(vault), NEW, read_only=True).getattr("/big").st_size == 6 << 20
+        write_file(opened, "/big", os.urandom(13 << 20))
     finally:
-        subprocess.run(["umount", "-l", str(disk)], check=False)
+        opened.close()
+    before = state(vault)
+    result = rekey(vault, passfiles)
+    assert result.returncode == 30 and "not enough free space" in result.stderr, result.stderr
+    assert "Nothing was changed" in result.stderr and state(vault) == before
+    opened = Vault.unlock(str(vault), OLD)
+    try:
+        opened.truncate("/big", 6 << 20)  # now it fits once more
+    finally:
+        opened.close()
+    assert rekey(vault, passfiles).returncode == 0
+    assert Vault.unlock(str(vault), NEW, read_only=True).getattr("/big").st_size == 6 << 20
 
 
-def test_a_disk_that_fills_up_during_the_rekey(tmp_path: Path, passfiles: tuple[Path, Path],
+def test_a_disk_that_fills_up_during_the_rekey(small_disk: Path, passfiles: tuple[Path, Path],
                                               monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture) -> None:
     """Another program fills the disk after the space check: the run stops, the rerun finishes."""
     from vaultfs import cli
     from vaultfs.tools import rekey as rekey_module
 
-    disk = tmp_path / "disk"
-    disk.mkdir()
-    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=24m", "tmpfs", str(disk)], check=True)
+    vault = small_disk / "vault"
+    init_vault(str(vault), OLD, TEST_KDF)
+    opened = Vault.unlock(str(vault), OLD)
     try:
-        vault = disk / "vault"
-        init_vault(str(vault), OLD, TEST_KDF)
-        opened = Vault.unlock(str(vault), OLD)
-        try:
-            for n in range(4):
-                write_file(opened, f"/file-{n}", os.urandom(2 << 20))
-        finally:
-            opened.close()
-        shown = rekey_tree.without_atimes(rekey_tree.snapshot(vault, OLD))
-        filler = disk / "someone-else's-download"
-        real = rekey_module.reencrypt
-        filled = []
-
-        def fill_then_convert(*args, **kwargs):
-            if not filled:
-                filled.append(True)
-                with open(filler, "wb") as out, pytest.raises(OSError):
-                    while True:
-                        out.write(bytes(1 << 20))
-                        out.flush()
-                        os.fsync(out.fileno())
-            return real(*args, **kwargs)
-
-        monkeypatch.setattr(rekey_module, "reencrypt", fill_then_convert)
-        argv = ["rekey", str(vault), "--passfile", str(passfiles[0]), "--new-passfile", str(passfiles[1]), *WEAK_KDF]
-        assert cli.main(argv) == 8
-        assert "the disk is full; free some space and run `vaultfs rekey` again" in capsys.readouterr().err
-        assert (vault / keyfile.REKEY_NAME).exists() and not list(vault.rglob("vaultfs.tmp-*"))
-        filler.unlink()
-        assert cli.main(argv) == 0
-        assert rekey_tree.without_atimes(rekey_tree.snapshot(vault, NEW)) == shown
+        for n in range(4):
+            write_file(opened, f"/file-{n}", os.urandom(2 << 20))
     finally:
-        subprocess.run(["umount", "-l", str(disk)], check=False)
+        opened.close()
+    shown = rekey_tree.without_atimes(rekey_tree.snapshot(vault, OLD))
+    filler = small_disk / "someone-else's-download"
+    real = rekey_module.reencrypt
+    filled = []
+
+    def fill_then_convert(*args, **kwargs):
+        if not filled:
+            filled.append(True)
+            with open(filler, "wb") as out, pytest.raises(OSError):
+                while True:
+                    out.write(bytes(1 << 20))
+                    out.flush()
+                    os.fsync(out.fileno())
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(rekey_module, "reencrypt", fill_then_convert)
+    argv = ["rekey", str(vault), "--passfile", str(passfiles[0]), "--new-passfile", str(passfiles[1]), *WEAK_KDF]
+    assert cli.main(argv) == 8
+    assert "the disk is full; free some space and run `vaultfs rekey` again" in capsys.readouterr().err
+    assert (vault / keyfile.REKEY_NAME).exists() and not list(vault.rglob("vaultfs.tmp-*"))
+    filler.unlink()
+    assert cli.main(argv) == 0
+    assert rekey_tree.without_atimes(rekey_tree.snapshot(vault, NEW)) == shown
 
 
 def test_every_reader_refuses_a_half_done_rekey_until_it_is_run_again(
