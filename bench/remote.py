@@ -24,7 +24,7 @@ import sys
 import time
 
 from bench.mounts import PASSWORD, WEAK_KDF, drop_caches, is_mounted, vaultfs_bin
-from bench.workloads import MiB, Sizes, build_backup_source, chunk, write_big
+from bench.workloads import MiB, Sizes, build_backup_source, read_big, write_big
 from vaultfs.fuse import seal
 
 
@@ -122,19 +122,8 @@ def _write(path: str, mib: int) -> float:
 
 
 def _read_check(path: str, mib: int) -> float:
-    buf = bytearray(MiB)
-    view = memoryview(buf)
     t0 = time.perf_counter()
-    with open(path, "rb", buffering=0) as f:
-        for i in range(mib):
-            got = 0
-            while got < MiB:
-                n = f.readinto(view[got:])
-                if not n:
-                    break
-                got += n
-            if got != MiB or buf != chunk(i):
-                raise RuntimeError(f"{path}: chunk {i} differs")
+    read_big(path, mib, path)
     return mib / (time.perf_counter() - t0)
 
 

@@ -82,6 +82,24 @@ def write_big(path: str, mib: int, fsync: bool = True) -> None:
         os.close(fd)
 
 
+def read_big(path: str, mib: int, what: str) -> None:
+    """Read back what ``write_big`` wrote, 1 MiB per read, and check every byte of it."""
+    buf = bytearray(MiB)
+    view = memoryview(buf)
+    with open(path, "rb", buffering=0) as f:
+        for i in range(mib):
+            got = 0
+            while got < MiB:
+                n = f.readinto(view[got:])
+                if not n:
+                    break
+                got += n
+            if got != MiB or buf != chunk(i):
+                raise RuntimeError(f"{what}: chunk {i} differs")
+        if f.read(1):
+            raise RuntimeError(f"{what}: file is longer than written")
+
+
 def small_plan(sizes: Sizes, seed: int = 4321) -> list[tuple[str, int, int]]:
     """(relative path, size, pool offset) of chat media: 1-256 KiB, skewed small."""
     rng = random.Random(seed)
@@ -123,21 +141,8 @@ def seq_read_cold(inst: Instance, sizes: Sizes) -> dict[str, float]:
     write_big(os.path.join(inst.mnt, "seq.bin"), sizes.seq_mib)
     inst.remount()
     drop_caches()
-    buf = bytearray(MiB)
-    view = memoryview(buf)
     t0 = time.perf_counter()
-    with open(os.path.join(inst.mnt, "seq.bin"), "rb", buffering=0) as f:
-        for i in range(sizes.seq_mib):
-            got = 0
-            while got < MiB:
-                n = f.readinto(view[got:])
-                if not n:
-                    break
-                got += n
-            if got != MiB or buf != chunk(i):
-                raise RuntimeError(f"seq_read_cold: chunk {i} differs")
-        if f.read(1):
-            raise RuntimeError("seq_read_cold: file is longer than written")
+    read_big(os.path.join(inst.mnt, "seq.bin"), sizes.seq_mib, "seq_read_cold")
     return {"seq_read_cold": sizes.seq_mib / (time.perf_counter() - t0)}
 
 
